@@ -5,6 +5,7 @@
 set -euo pipefail
 needs=(
   "gcc:gcc" # the race detector's cgo runtime
+  "ip:iproute2" # testnet: Host.Exec runs `ip netns exec`
 )
 missing=()
 for entry in "${needs[@]}"; do
