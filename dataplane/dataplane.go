@@ -1,0 +1,178 @@
+// Package dataplane is MXP's sharded packet engine. It moves batches of UDP
+// datagrams between a backend (AF_XDP, io_uring, or portable recvmmsg/sendmmsg
+// sockets) and a Handler — the protocol side, supplied by the runtime — one
+// shard per core, with no locks, channels or allocations on the hot path.
+//
+// A shard is a goroutine locked to its OS thread (optionally pinned to a CPU)
+// that owns one ShardConn of the backend and one Handler. Packets for a
+// connection reach the shard that owns it: backends steer by the shard index in
+// the connection ID (wire.ConnIDShard), and handshakes by a hash.
+//
+// dataplane never imports the transport core: the runtime plugs the core in
+// through Handler.
+package dataplane
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Packet is one UDP datagram. On receive, Buf is a view of backend memory
+// valid only until the Handler's Receive returns, and Addr is the source. On
+// send, Buf is a backend buffer (len 0, cap the largest datagram) that the
+// Handler fills, and Addr is the destination.
+type Packet struct {
+	Buf  []byte
+	Addr netip.AddrPort
+}
+
+// Handler is the protocol side of one shard. Its methods are called only from
+// the shard's goroutine, so a Handler needs no locks.
+type Handler interface {
+	// Receive takes a batch of received datagrams. The buffers are the
+	// backend's and return to it when Receive returns: copy what must be kept.
+	Receive(pkts []Packet, now time.Time)
+	// Transmit fills up to len(out) datagrams to send, writing into out[i].Buf
+	// (appending to the empty slice, within its capacity) and setting
+	// out[i].Addr, and returns how many it filled. The shard calls it after
+	// every received batch, on Wake and at the deadline, until it returns
+	// fewer than len(out).
+	Transmit(out []Packet, now time.Time) int
+	// Deadline returns when the shard should call Transmit next even if
+	// nothing arrives; the zero time means no deadline.
+	Deadline() time.Time
+}
+
+// ShardConn is one shard's share of a backend: its sockets or rings. Only the
+// shard's goroutine calls it, except Wake.
+type ShardConn interface {
+	// Recv fills pkts with received datagrams without blocking and returns how
+	// many; 0 means none ready. The buffers stay the backend's until Release.
+	Recv(pkts []Packet) (int, error)
+	// Release returns the buffers of pkts (as filled by Recv) to the backend.
+	Release(pkts []Packet)
+	// TxBuffers sets pkts[i].Buf to empty send buffers of the backend and
+	// returns how many it could provide (fewer when its send buffers are all
+	// in flight).
+	TxBuffers(pkts []Packet) int
+	// Send transmits pkts, filled buffers from the last TxBuffers, and takes
+	// back every buffer that call handed out (those not in pkts return
+	// unused), so each TxBuffers is followed by one Send, maybe of none. It
+	// returns how many were sent; a datagram the kernel refuses is dropped
+	// and counted, as UDP may.
+	Send(pkts []Packet) (int, error)
+	// Wait blocks until a datagram may be ready, Wake is called, or the
+	// deadline passes (the zero time: no deadline).
+	Wait(deadline time.Time) error
+	// Wake makes a current or next Wait return. Safe from any goroutine.
+	Wake()
+	// LocalAddr is the bound address (with the port chosen when 0 was asked).
+	LocalAddr() netip.AddrPort
+	// Stats returns the shard's counters so far.
+	Stats() Stats
+	// Close releases the shard's sockets or rings.
+	Close() error
+}
+
+// Backend opens the per-shard connections of one kind of I/O.
+type Backend interface {
+	// Name is the backend's name in logs, metrics and reports ("portable", ...).
+	Name() string
+	// Open binds cfg.Addr and returns one ShardConn per shard.
+	Open(cfg Config) ([]ShardConn, error)
+}
+
+// Config is what a backend and the engine need to know.
+type Config struct {
+	// Addr is the local UDP address to bind (IPv4 or IPv6; port 0 picks one).
+	Addr netip.AddrPort
+	// Shards is the number of shards (goroutines, sockets or rings); a plain
+	// setting so larger hosts just work. 0 means 1.
+	Shards int
+	// Batch is the number of datagrams moved per call. 0 means DefaultBatch.
+	Batch int
+	// MaxDatagram is the largest UDP payload sent or received. 0 means DefaultMaxDatagram.
+	MaxDatagram int
+	// Pin pins shard i's thread to CPU i modulo the CPUs available.
+	Pin bool
+	// DisableGSO and DisableGRO turn the segmentation offloads off even where
+	// the kernel supports them (for tests and comparisons).
+	DisableGSO, DisableGRO bool
+	// SocketBuffer is the socket send and receive buffer size to ask for, in
+	// bytes. 0 means DefaultSocketBuffer.
+	SocketBuffer int
+}
+
+// Defaults of Config.
+const (
+	DefaultBatch        = 64
+	DefaultMaxDatagram  = 1500
+	DefaultSocketBuffer = 8 << 20
+)
+
+// WithDefaults returns cfg with every zero setting replaced by its default.
+func (cfg Config) WithDefaults() Config {
+	if cfg.Shards <= 0 {
+		cfg.Shards = 1
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.MaxDatagram <= 0 {
+		cfg.MaxDatagram = DefaultMaxDatagram
+	}
+	if cfg.SocketBuffer <= 0 {
+		cfg.SocketBuffer = DefaultSocketBuffer
+	}
+	return cfg
+}
+
+// Stats are one shard's counters. Every field only grows.
+type Stats struct {
+	RxPackets   uint64 // datagrams handed to the Handler
+	RxBytes     uint64
+	RxCalls     uint64 // receive system calls (or ring reaps) that returned data
+	RxGROSplits uint64 // coalesced receive buffers split into datagrams
+	RxDropped   uint64 // datagrams dropped on receive (truncated, bad metadata)
+	TxPackets   uint64 // datagrams sent
+	TxBytes     uint64
+	TxCalls     uint64 // send system calls (or ring submissions)
+	TxGSOSends  uint64 // messages sent as one GSO super-datagram
+	TxDropped   uint64 // datagrams the kernel refused
+	Wakeups     uint64 // Wait calls that blocked
+}
+
+// Add returns the sum of s and o, for totals over shards.
+func (s Stats) Add(o Stats) Stats {
+	s.RxPackets += o.RxPackets
+	s.RxBytes += o.RxBytes
+	s.RxCalls += o.RxCalls
+	s.RxGROSplits += o.RxGROSplits
+	s.RxDropped += o.RxDropped
+	s.TxPackets += o.TxPackets
+	s.TxBytes += o.TxBytes
+	s.TxCalls += o.TxCalls
+	s.TxGSOSends += o.TxGSOSends
+	s.TxDropped += o.TxDropped
+	s.Wakeups += o.Wakeups
+	return s
+}
+
+// ErrUnavailable wraps every reason a backend cannot run here (kernel too old,
+// feature disabled, missing capability), so that backend selection can fall
+// back and say why.
+var ErrUnavailable = errors.New("backend unavailable")
+
+// UnavailableError says why a backend or one of its features cannot be used.
+type UnavailableError struct {
+	Backend string // "xdp", "uring", "portable"
+	Feature string // what is missing: "io_uring", "UDP_SEGMENT", "CAP_NET_ADMIN", ...
+	Reason  string // a sentence for the log: the kernel version, the errno, the flag
+}
+
+func (e *UnavailableError) Error() string {
+	return e.Backend + ": " + e.Feature + " unavailable: " + e.Reason
+}
+
+func (e *UnavailableError) Unwrap() error { return ErrUnavailable }

@@ -1,0 +1,161 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Engine runs one shard per ShardConn of a backend, each driving its Handler.
+type Engine struct {
+	cfg      Config
+	name     string
+	conns    []ShardConn
+	handlers []Handler
+	stop     atomic.Bool
+	wg       sync.WaitGroup
+	errMu    sync.Mutex
+	err      error
+}
+
+// Start opens the backend and starts one shard per cfg.Shards, each with the
+// Handler newHandler returns for its index.
+func Start(b Backend, cfg Config, newHandler func(shard int) Handler) (*Engine, error) {
+	cfg = cfg.WithDefaults()
+	conns, err := b.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(conns) != cfg.Shards {
+		for _, c := range conns {
+			c.Close()
+		}
+		return nil, fmt.Errorf("dataplane: backend %s opened %d shards, want %d", b.Name(), len(conns), cfg.Shards)
+	}
+	e := &Engine{cfg: cfg, name: b.Name(), conns: conns}
+	for i := range conns {
+		e.handlers = append(e.handlers, newHandler(i))
+	}
+	e.wg.Add(len(conns))
+	for i := range conns {
+		go e.runShard(i)
+	}
+	return e, nil
+}
+
+// Backend returns the name of the engine's backend.
+func (e *Engine) Backend() string { return e.name }
+
+// Shards returns the number of shards.
+func (e *Engine) Shards() int { return len(e.conns) }
+
+// Conn returns shard i's connection (for its LocalAddr, Stats and Wake).
+func (e *Engine) Conn(i int) ShardConn { return e.conns[i] }
+
+// Wake makes shard i call its Handler's Transmit soon: call it after handing
+// the shard's handler new work from another goroutine.
+func (e *Engine) Wake(i int) { e.conns[i].Wake() }
+
+// Stats returns the sum of every shard's counters.
+func (e *Engine) Stats() Stats {
+	var s Stats
+	for _, c := range e.conns {
+		s = s.Add(c.Stats())
+	}
+	return s
+}
+
+// Stop stops every shard, waits for them, closes the backend and returns the
+// first error a shard or a close met.
+func (e *Engine) Stop() error {
+	e.stop.Store(true)
+	for _, c := range e.conns {
+		c.Wake()
+	}
+	e.wg.Wait()
+	var errs []error
+	if e.err != nil {
+		errs = append(errs, e.err)
+	}
+	for _, c := range e.conns {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) fail(shard int, err error) {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	if e.err == nil {
+		e.err = fmt.Errorf("dataplane: shard %d: %w", shard, err)
+	}
+	e.stop.Store(true)
+	for _, c := range e.conns {
+		c.Wake()
+	}
+}
+
+func (e *Engine) runShard(i int) {
+	defer e.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if e.cfg.Pin {
+		if err := pinThread(i % runtime.NumCPU()); err != nil {
+			e.fail(i, err)
+			return
+		}
+	}
+	c, h := e.conns[i], e.handlers[i]
+	rx := make([]Packet, e.cfg.Batch)
+	tx := make([]Packet, e.cfg.Batch)
+	for !e.stop.Load() {
+		now := time.Now()
+		n, err := c.Recv(rx)
+		if err != nil {
+			e.fail(i, err)
+			return
+		}
+		if n > 0 {
+			h.Receive(rx[:n], now)
+			c.Release(rx[:n])
+		}
+		sent, err := flush(c, h, tx, now)
+		if err != nil {
+			e.fail(i, err)
+			return
+		}
+		if n > 0 || sent > 0 {
+			continue
+		}
+		if dl := h.Deadline(); dl.IsZero() || dl.After(now) {
+			if err := c.Wait(dl); err != nil {
+				e.fail(i, err)
+				return
+			}
+		}
+	}
+}
+
+// flush lets the handler fill send buffers until it has nothing more.
+func flush(c ShardConn, h Handler, tx []Packet, now time.Time) (int, error) {
+	total := 0
+	for {
+		k := c.TxBuffers(tx)
+		if k == 0 {
+			return total, nil
+		}
+		m := h.Transmit(tx[:k], now)
+		if _, err := c.Send(tx[:m]); err != nil {
+			return total, err
+		}
+		total += m
+		if m < k {
+			return total, nil
+		}
+	}
+}

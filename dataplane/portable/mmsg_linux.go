@@ -1,0 +1,340 @@
+package portable
+
+// This file is the backend's one use of unsafe: the msghdr arrays of
+// recvmmsg/sendmmsg point at Go memory (buffers, addresses, control data)
+// allocated once per shard with make and kept for the shard's life; the Go
+// heap does not move objects, and each array stays referenced by the shard.
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+)
+
+var (
+	cmsgHdrLen   = unix.CmsgLen(0)
+	segCmsgSpace = unix.CmsgSpace(2) // UDP_SEGMENT carries a u16
+	groCmsgSpace = unix.CmsgSpace(4) // UDP_GRO carries an int
+)
+
+// rxState holds a shard's receive batch and what is left of the last
+// recvmmsg when GRO split it into more datagrams than the caller had room for.
+type rxState struct {
+	bufs  []byte
+	size  int
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	ctrl  []byte
+
+	got, msg, off int // messages received; next message; offset in it
+	seg           int // GRO segment size of message msg
+	from          netip.AddrPort
+}
+
+func (r *rxState) init(batch, size int) {
+	r.size = size
+	r.bufs = make([]byte, batch*size)
+	r.hdrs = make([]unix.Mmsghdr, batch)
+	r.iovs = make([]unix.Iovec, batch)
+	r.names = make([]unix.RawSockaddrInet6, batch)
+	r.ctrl = make([]byte, batch*groCmsgSpace)
+	for i := range r.hdrs {
+		r.iovs[i].Base = &r.bufs[i*size]
+		r.iovs[i].SetLen(size)
+		h := &r.hdrs[i].Hdr
+		h.Iov = &r.iovs[i]
+		h.Iovlen = 1
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Control = &r.ctrl[i*groCmsgSpace]
+	}
+}
+
+// Recv fills pkts without blocking: first with what remains of the last
+// receive call, else from one recvmmsg of up to len(pkts) messages.
+func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
+	r := &c.rx
+	if r.msg >= r.got {
+		n := min(len(pkts), len(r.hdrs))
+		for i := range n {
+			h := &r.hdrs[i].Hdr
+			h.Namelen = unix.SizeofSockaddrInet6
+			h.SetControllen(groCmsgSpace)
+			h.Flags = 0
+		}
+		got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+		case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
+			return 0, nil
+		default:
+			return 0, os.NewSyscallError("recvmmsg", errno)
+		}
+		r.got, r.msg, r.off = int(got), 0, 0
+		c.stats.rxCalls.Add(1)
+		if r.got > 0 {
+			r.startMessage(c)
+		}
+	}
+	k, bytes, splits, dropped := 0, 0, 0, 0
+	for k < len(pkts) && r.msg < r.got {
+		m := &r.hdrs[r.msg]
+		n := int(m.Len)
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || n >= r.size && !c.gro || n > r.size || !r.from.IsValid() {
+			dropped++ // longer than MaxDatagram, or an address we cannot read
+			r.nextMessage(c)
+			continue
+		}
+		buf := r.bufs[r.msg*r.size : r.msg*r.size+n]
+		d, next := groSegment(buf, r.seg, r.off)
+		pkts[k] = dataplane.Packet{Buf: d, Addr: r.from}
+		k++
+		bytes += len(d)
+		if next < len(buf) {
+			r.off = next
+			continue
+		}
+		if r.seg > 0 && n > r.seg {
+			splits++
+		}
+		r.nextMessage(c)
+	}
+	c.stats.rxPackets.Add(uint64(k))
+	c.stats.rxBytes.Add(uint64(bytes))
+	if splits > 0 {
+		c.stats.rxGROSplits.Add(uint64(splits))
+	}
+	if dropped > 0 {
+		c.stats.rxDropped.Add(uint64(dropped))
+	}
+	return k, nil
+}
+
+func (r *rxState) nextMessage(c *shardConn) {
+	r.msg++
+	r.off = 0
+	if r.msg < r.got {
+		r.startMessage(c)
+	}
+}
+
+// startMessage reads message msg's source address and GRO segment size.
+func (r *rxState) startMessage(c *shardConn) {
+	r.from = addrFromRaw(&r.names[r.msg])
+	r.seg = 0
+	h := &r.hdrs[r.msg].Hdr
+	ctrl := r.ctrl[r.msg*groCmsgSpace : r.msg*groCmsgSpace+int(h.Controllen)]
+	for len(ctrl) >= cmsgHdrLen {
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+		l := int(cm.Len)
+		if l < cmsgHdrLen || l > len(ctrl) {
+			break
+		}
+		if cm.Level == unix.SOL_UDP && cm.Type == unix.UDP_GRO && l >= cmsgHdrLen+4 {
+			r.seg = int(int32(binary.NativeEndian.Uint32(ctrl[cmsgHdrLen:])))
+		}
+		next := unix.CmsgSpace(l - cmsgHdrLen)
+		if next > len(ctrl) {
+			break
+		}
+		ctrl = ctrl[next:]
+	}
+}
+
+func addrFromRaw(raw *unix.RawSockaddrInet6) netip.AddrPort {
+	port := func(p *uint16) uint16 {
+		b := (*[2]byte)(unsafe.Pointer(p))
+		return uint16(b[0])<<8 | uint16(b[1])
+	}
+	switch raw.Family {
+	case unix.AF_INET:
+		r4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
+		return netip.AddrPortFrom(netip.AddrFrom4(r4.Addr), port(&r4.Port))
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(raw.Addr).Unmap(), port(&raw.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// putRaw writes ap as the socket's family expects; false if it cannot be
+// reached from this socket (an IPv6 destination from an IPv4 socket).
+func (c *shardConn) putRaw(raw *unix.RawSockaddrInet6, ap netip.AddrPort) (uint32, bool) {
+	setPort := func(p *uint16, v uint16) {
+		b := (*[2]byte)(unsafe.Pointer(p))
+		b[0], b[1] = byte(v>>8), byte(v)
+	}
+	if !c.v6 {
+		a := ap.Addr().Unmap()
+		if !a.Is4() {
+			return 0, false
+		}
+		r4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
+		*r4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
+		setPort(&r4.Port, ap.Port())
+		return unix.SizeofSockaddrInet4, true
+	}
+	if !ap.Addr().IsValid() {
+		return 0, false
+	}
+	*raw = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()} // v4 becomes v4-mapped
+	setPort(&raw.Port, ap.Port())
+	return unix.SizeofSockaddrInet6, true
+}
+
+// txState holds a shard's send buffers and the msghdrs built for one Send.
+type txState struct {
+	slab  []byte
+	size  int
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	ctrl  []byte
+	spans []span // the datagrams (indexes in pkts) of each message
+}
+
+type span struct{ start, end int }
+
+func (t *txState) init(batch, size int) {
+	t.size = size
+	t.slab = make([]byte, batch*size)
+	t.hdrs = make([]unix.Mmsghdr, batch)
+	t.iovs = make([]unix.Iovec, batch)
+	t.names = make([]unix.RawSockaddrInet6, batch)
+	t.ctrl = make([]byte, batch*segCmsgSpace)
+	t.spans = make([]span, batch)
+	for i := range t.hdrs {
+		h := &t.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&t.names[i]))
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&t.ctrl[i*segCmsgSpace]))
+		cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		cm.SetLen(unix.CmsgLen(2))
+	}
+}
+
+// TxBuffers hands out the shard's send slots: MaxDatagram bytes each.
+func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
+	t := &c.tx
+	n := min(len(pkts), len(t.hdrs))
+	for i := range n {
+		pkts[i].Buf = t.slab[i*t.size : i*t.size : (i+1)*t.size]
+	}
+	return n
+}
+
+// Send builds one message per GSO run (or per datagram without GSO) and
+// sends them with sendmmsg.
+func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
+	pkts = pkts[:min(len(pkts), len(c.tx.hdrs))]
+	m, dropped := c.buildMessages(pkts)
+	t := &c.tx
+	sent, bytes, gsoSends := 0, 0, 0
+	for done := 0; done < m; {
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&t.hdrs[done])), uintptr(m-done), 0, 0, 0)
+		c.stats.txCalls.Add(1)
+		switch errno {
+		case 0:
+			for _, sp := range t.spans[done : done+int(r)] {
+				sent += sp.end - sp.start
+				if sp.end-sp.start > 1 {
+					gsoSends++
+				}
+				for _, q := range pkts[sp.start:sp.end] {
+					bytes += len(q.Buf)
+				}
+			}
+			done += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			if !c.waitWritable() {
+				// The socket buffer stays full: drop the rest, as UDP may.
+				dropped += t.spans[m-1].end - t.spans[done].start
+				done = m
+			}
+		case unix.EIO:
+			sp := t.spans[done]
+			if sp.end-sp.start == 1 {
+				dropped++
+				done++
+				continue
+			}
+			// The device cannot segment: turn GSO off for this socket and
+			// send the rest one datagram per message.
+			c.gso = false
+			c.account(sent, bytes, gsoSends, dropped)
+			n, err := c.Send(pkts[sp.start:])
+			return sent + n, err
+		case unix.EBADF, unix.ENOTSOCK, unix.EFAULT:
+			dropped += t.spans[m-1].end - t.spans[done].start
+			c.account(sent, bytes, gsoSends, dropped)
+			return sent, os.NewSyscallError("sendmmsg", errno)
+		default:
+			// The first message was refused (EMSGSIZE, ENETUNREACH, ...): drop it.
+			dropped += t.spans[done].end - t.spans[done].start
+			done++
+		}
+	}
+	c.account(sent, bytes, gsoSends, dropped)
+	return sent, nil
+}
+
+func (c *shardConn) account(sent, bytes, gsoSends, dropped int) {
+	c.stats.txPackets.Add(uint64(sent))
+	c.stats.txBytes.Add(uint64(bytes))
+	c.stats.txGSOSends.Add(uint64(gsoSends))
+	c.stats.txDropped.Add(uint64(dropped))
+}
+
+// buildMessages fills the msghdrs for pkts and returns how many, and how many
+// datagrams it dropped as unsendable (a destination this socket cannot reach,
+// a datagram longer than MaxDatagram).
+func (c *shardConn) buildMessages(pkts []dataplane.Packet) (m, dropped int) {
+	t := &c.tx
+	for i := 0; i < len(pkts); {
+		namelen, ok := c.putRaw(&t.names[m], pkts[i].Addr)
+		if !ok || len(pkts[i].Buf) > c.maxDgram {
+			dropped++
+			i++
+			continue
+		}
+		end := i + 1
+		if c.gso {
+			end = gsoRun(pkts, i, maxGSOSegments, maxGSOBytes)
+		}
+		for j := i; j < end; j++ {
+			t.iovs[j] = unix.Iovec{}
+			if b := pkts[j].Buf; len(b) > 0 {
+				t.iovs[j].Base = &b[0]
+				t.iovs[j].SetLen(len(b))
+			}
+		}
+		h := &t.hdrs[m].Hdr
+		h.Namelen = namelen
+		h.Iov = &t.iovs[i]
+		h.SetIovlen(end - i)
+		if end-i > 1 {
+			off := m * segCmsgSpace
+			binary.NativeEndian.PutUint16(t.ctrl[off+cmsgHdrLen:], uint16(len(pkts[i].Buf)))
+			h.Control = &t.ctrl[off]
+			h.SetControllen(segCmsgSpace)
+		} else {
+			h.Control = nil
+			h.SetControllen(0)
+		}
+		t.spans[m] = span{i, end}
+		m++
+		i = end
+	}
+	return m, dropped
+}
+
+// waitWritable waits briefly for room in the socket's send buffer.
+func (c *shardConn) waitWritable() bool {
+	fds := [1]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
+	n, err := unix.Poll(fds[:], 10)
+	return err == nil && n > 0
+}
