@@ -19,6 +19,7 @@ type Engine struct {
 	wg       sync.WaitGroup
 	errMu    sync.Mutex
 	err      error
+	failed   chan struct{}
 }
 
 // Start opens the backend and starts one shard per cfg.Shards, each with the
@@ -35,7 +36,7 @@ func Start(b Backend, cfg Config, newHandler func(shard int) Handler) (*Engine, 
 		}
 		return nil, fmt.Errorf("dataplane: backend %s opened %d shards, want %d", b.Name(), len(conns), cfg.Shards)
 	}
-	e := &Engine{cfg: cfg, name: b.Name(), conns: conns}
+	e := &Engine{cfg: cfg, name: b.Name(), conns: conns, failed: make(chan struct{})}
 	for i := range conns {
 		e.handlers = append(e.handlers, newHandler(i))
 	}
@@ -68,6 +69,9 @@ func (e *Engine) Stats() Stats {
 	return s
 }
 
+// Failed is closed when a shard stops on an error; Stop then returns it.
+func (e *Engine) Failed() <-chan struct{} { return e.failed }
+
 // Stop stops every shard, waits for them, closes the backend and returns the
 // first error a shard or a close met.
 func (e *Engine) Stop() error {
@@ -77,9 +81,11 @@ func (e *Engine) Stop() error {
 	}
 	e.wg.Wait()
 	var errs []error
+	e.errMu.Lock()
 	if e.err != nil {
 		errs = append(errs, e.err)
 	}
+	e.errMu.Unlock()
 	for _, c := range e.conns {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)
@@ -93,6 +99,7 @@ func (e *Engine) fail(shard int, err error) {
 	defer e.errMu.Unlock()
 	if e.err == nil {
 		e.err = fmt.Errorf("dataplane: shard %d: %w", shard, err)
+		close(e.failed)
 	}
 	e.stop.Store(true)
 	for _, c := range e.conns {
@@ -105,7 +112,7 @@ func (e *Engine) runShard(i int) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if e.cfg.Pin {
-		if err := pinThread(i % runtime.NumCPU()); err != nil {
+		if err := pinThread(i); err != nil {
 			e.fail(i, err)
 			return
 		}
