@@ -113,6 +113,10 @@ type Session struct {
 	sendPhase   uint64
 	sentInPhase uint64
 	nextPN      uint64
+	// first packet number sent in the current send phase, and whether the
+	// peer acknowledged one of the packets sent since
+	phaseStartPN uint64
+	phaseAcked   bool
 
 	// receiving
 	recvHP        headerProtector
@@ -223,12 +227,26 @@ func (s *Session) NextPacketNumber() uint64 { return s.nextPN }
 // the connection can also count datagrams it drops before Open.
 func (s *Session) Amplification() *AmplificationLimit { return &s.amp }
 
+// OnPacketAcked tells the session that the peer acknowledged packet pn.
+// As in RFC 9001 §6.1, a new key update waits until a packet sent under the
+// current keys was acknowledged (and the peer was seen using them), so the
+// one-bit KEY_PHASE can never skip a phase at the receiver.
+func (s *Session) OnPacketAcked(pn uint64) {
+	if pn >= s.phaseStartPN && pn < s.nextPN {
+		s.phaseAcked = true
+	}
+}
+
+// canUpdate: the peer received our current phase (ack) and sends in it.
+func (s *Session) canUpdate() bool { return s.phaseAcked && s.sendPhase == s.recvPhase }
+
 // UpdateKeys starts a key update now: the next sealed packet uses the next
-// key phase and flips KEY_PHASE. It fails with ErrState while the peer has
-// not yet followed the previous update.
+// key phase and flips KEY_PHASE. It fails with ErrState until a packet of
+// the current phase has been acknowledged (OnPacketAcked) and the peer has
+// followed the previous update.
 func (s *Session) UpdateKeys() error {
-	if s.sendPhase != s.recvPhase {
-		return newError(KindState, "previous key update not yet followed by peer", nil)
+	if !s.canUpdate() {
+		return newError(KindState, "previous key phase not yet acknowledged and followed by peer", nil)
 	}
 	return s.advanceSend()
 }
@@ -242,6 +260,8 @@ func (s *Session) advanceSend() error {
 	s.send = nk
 	s.sendPhase++
 	s.sentInPhase = 0
+	s.phaseStartPN = s.nextPN
+	s.phaseAcked = false
 	return nil
 }
 
@@ -278,7 +298,7 @@ func (s *Session) sealInPlace(pkt []byte, flags uint8) (uint64, error) {
 	if flags&^sealFlags != 0 {
 		return 0, newError(KindInvalidArgument, "flags outside ACK_ELICITING|ACK|PROBE", nil)
 	}
-	if s.sentInPhase >= s.threshold && s.sendPhase == s.recvPhase {
+	if s.sentInPhase >= s.threshold && s.canUpdate() {
 		if err := s.advanceSend(); err != nil {
 			return 0, err
 		}
