@@ -35,9 +35,10 @@ type Handler interface {
 	Receive(pkts []Packet, now time.Time)
 	// Transmit fills up to len(out) datagrams to send, writing into out[i].Buf
 	// (appending to the empty slice, within its capacity) and setting
-	// out[i].Addr, and returns how many it filled. The shard calls it after
-	// every received batch, on Wake and at the deadline, until it returns
-	// fewer than len(out).
+	// out[i].Addr, and returns how many it filled. The shard calls it on
+	// every turn of its loop (after each received batch, on Wake, at the
+	// deadline) until it returns fewer than len(out), a few batches per turn
+	// so that receiving goes on while a handler has much to send.
 	Transmit(out []Packet, now time.Time) int
 	// Deadline returns when the shard should call Transmit next even if
 	// nothing arrives; the zero time means no deadline.

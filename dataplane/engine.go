@@ -131,12 +131,12 @@ func (e *Engine) runShard(i int) {
 			h.Receive(rx[:n], now)
 			c.Release(rx[:n])
 		}
-		sent, err := flush(c, h, tx, now)
+		more, err := flush(c, h, tx, now)
 		if err != nil {
 			e.fail(i, err)
 			return
 		}
-		if n > 0 || sent > 0 {
+		if n > 0 || more {
 			continue
 		}
 		if dl := h.Deadline(); dl.IsZero() || dl.After(now) {
@@ -148,21 +148,26 @@ func (e *Engine) runShard(i int) {
 	}
 }
 
-// flush lets the handler fill send buffers until it has nothing more.
-func flush(c ShardConn, h Handler, tx []Packet, now time.Time) (int, error) {
-	total := 0
-	for {
+// maxFlushBatches bounds the batches sent per loop turn, so a handler that
+// always has more to send does not starve receiving (and sees a fresh now).
+const maxFlushBatches = 4
+
+// flush lets the handler fill send buffers until it has nothing more or
+// maxFlushBatches went out; more reports that the handler filled every
+// buffer of the last batch, so it may have more.
+func flush(c ShardConn, h Handler, tx []Packet, now time.Time) (more bool, err error) {
+	for range maxFlushBatches {
 		k := c.TxBuffers(tx)
 		if k == 0 {
-			return total, nil
+			return false, nil
 		}
 		m := h.Transmit(tx[:k], now)
 		if _, err := c.Send(tx[:m]); err != nil {
-			return total, err
+			return false, err
 		}
-		total += m
 		if m < k {
-			return total, nil
+			return false, nil
 		}
 	}
+	return true, nil
 }
