@@ -112,18 +112,25 @@ type pingResult struct {
 	client, server dataplane.Stats
 }
 
-// pingPong runs total datagrams from a client engine through an echoing server engine.
+// pingPong runs total datagrams from a client engine through an echoing
+// server engine, both bound on bind.
 func pingPong(t *testing.T, bind netip.Addr, server, client dataplane.Config, size, total int) pingResult {
 	t.Helper()
 	server.Addr = netip.AddrPortFrom(bind, 0)
 	client.Addr = netip.AddrPortFrom(bind, 0)
-	srv, err := dataplane.Start(&Backend{}, server, func(int) dataplane.Handler { return &echo{} })
+	return pingPongVia(t, &Backend{}, server, &Backend{}, client, size, total)
+}
+
+// pingPongVia is pingPong with each side's backend and bind address given.
+func pingPongVia(t *testing.T, sb dataplane.Backend, server dataplane.Config, cb dataplane.Backend, client dataplane.Config, size, total int) pingResult {
+	t.Helper()
+	srv, err := dataplane.Start(sb, server, func(int) dataplane.Handler { return &echo{} })
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
 	defer srv.Stop()
 	p := &pinger{dst: srv.Conn(0).LocalAddr(), size: size, total: total, window: 256, seen: make([]bool, total)}
-	cli, err := dataplane.Start(&Backend{}, client, func(int) dataplane.Handler { return p })
+	cli, err := dataplane.Start(cb, client, func(int) dataplane.Handler { return p })
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}

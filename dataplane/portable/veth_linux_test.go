@@ -1,0 +1,81 @@
+package portable
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/testnet"
+)
+
+// inNetns opens the backend's sockets inside a test host's namespace.
+type inNetns struct {
+	Backend
+	host *testnet.Host
+}
+
+func (b *inNetns) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err error) {
+	if e := b.host.Do(func() error { conns, err = b.Backend.Open(cfg); return err }); e != nil && err == nil {
+		err = e
+	}
+	return conns, err
+}
+
+// Across a veth pair between two namespaces: every datagram arrives intact,
+// with the offloads on, and with them forced off.
+func TestAcrossVeth(t *testing.T) {
+	testnet.Require(t)
+	topo, err := testnet.New(testnet.Config{Prefix: "mxpport", IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Errorf("topology close: %v", err)
+		}
+	})
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	off := dataplane.Config{DisableGSO: true, DisableGRO: true}
+	for _, c := range []struct {
+		name     string
+		cfg      dataplane.Config
+		noGRO    bool // on the server only
+		v6       bool
+		size     int
+		wantGSO  bool
+		wantNone bool
+	}{
+		{name: "1200B-offloads", size: 1200, wantGSO: true},
+		{name: "64B-offloads", size: 64, wantGSO: true},
+		{name: "1200B-no-offloads", cfg: off, size: 1200, wantNone: true},
+		{name: "1200B-ipv6", size: 1200, v6: true, wantGSO: true},
+		{name: "1200B-gso-to-no-gro", size: 1200, noGRO: true, wantGSO: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv, cli := c.cfg, c.cfg
+			srv.DisableGRO = srv.DisableGRO || c.noGRO
+			srv.Addr, cli.Addr = netip.AddrPortFrom(b.IPv4, 0), netip.AddrPortFrom(a.IPv4, 0)
+			if c.v6 {
+				srv.Addr, cli.Addr = netip.AddrPortFrom(b.IPv6, 0), netip.AddrPortFrom(a.IPv6, 0)
+			}
+			r := pingPongVia(t, &inNetns{host: b}, srv, &inNetns{host: a}, cli, c.size, 20000)
+			if c.wantGSO && r.client.TxGSOSends == 0 {
+				t.Errorf("no GSO sends across veth: %+v", r.client)
+			}
+			if c.wantNone && (r.client.TxGSOSends != 0 || r.server.RxGROSplits != 0) {
+				t.Errorf("offloads used while disabled: client %+v server %+v", r.client, r.server)
+			}
+			if c.noGRO && r.server.RxGROSplits != 0 {
+				t.Errorf("server without GRO split %d buffers", r.server.RxGROSplits)
+			}
+			t.Logf("client %s", fmtStats(r.client))
+			t.Logf("server %s", fmtStats(r.server))
+		})
+	}
+}
+
+func fmtStats(s dataplane.Stats) string {
+	return fmt.Sprintf("rx %d in %d calls (%d GRO splits), tx %d in %d calls (%d GSO sends), dropped rx %d tx %d",
+		s.RxPackets, s.RxCalls, s.RxGROSplits, s.TxPackets, s.TxCalls, s.TxGSOSends, s.RxDropped, s.TxDropped)
+}
