@@ -1,0 +1,11 @@
+// Package bpf holds MXP's BPF programs and their loaders. The C sources are
+// compiled by bpf2go (see gen.go, scripts/bpf-generate.sh) into the committed
+// reuseport_bpf{el,eb}.{go,o}, so building this package needs no clang.
+//
+// The SK_REUSEPORT program (reuseport.c) steers each UDP datagram arriving
+// at a SO_REUSEPORT group to the socket of the shard its connection ID names:
+// payload byte 7 (wire.ConnIDShardOffset) modulo the number of shards. Use
+// LoadReuseport, put each shard's socket in its slot with SetShard, and
+// attach the program to the group with AttachTo. Library code here never
+// logs; errors are typed (see Error and the Err* values).
+package bpf
