@@ -28,11 +28,17 @@ type Selection struct {
 	Rejected []Rejection
 }
 
-// String is the one log line that says which backend runs and why the better
-// ones do not.
+// String is the one log line that says which backend runs (with what it
+// settled for, if the backend has Notes — call it after Open) and why the
+// better ones do not.
 func (s Selection) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dataplane backend %s", s.Backend.Name())
+	if n, ok := s.Backend.(interface{ Notes() []string }); ok {
+		for _, note := range n.Notes() {
+			fmt.Fprintf(&b, " (%s)", note)
+		}
+	}
 	if len(s.Rejected) > 0 {
 		b.WriteString("; not chosen:")
 		for i, r := range s.Rejected {

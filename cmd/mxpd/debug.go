@@ -12,7 +12,7 @@ import (
 	"github.com/mxp-dataplane/mxp/wire"
 )
 
-const debugUsage = `usage: mxpd debug <decode|encode> [INPUT]
+const debugUsage = `usage: mxpd debug <decode|encode|backends> [INPUT]
 
   decode [HEX]   decode one encoded MXP message given as hex (the argument, where
                  an empty argument means zero bytes, or else stdin) and print it
@@ -20,6 +20,10 @@ const debugUsage = `usage: mxpd debug <decode|encode> [INPUT]
                  exits with status 1.
   encode [JSON]  the reverse: read the JSON decode prints (the argument or stdin)
                  and print the encoded message as hex.
+
+  backends       probe the dataplane backends as mxpd start does, open the
+                 chosen one on loopback and report its features
+                 (mxpd debug backends --help for its flags).
 
 JSON fields: type, type_name, flags, message_id, trace_id, payload_len,
 payload_hex, consumed. 64-bit values are JSON numbers.
@@ -49,6 +53,9 @@ func runDebug(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "backends" {
+		return debugBackends(args[1:], stdout, stderr)
 	}
 	if len(args) > 2 || (len(args) == 2 && isHelp(args[1])) {
 		fmt.Fprint(stderr, debugUsage)

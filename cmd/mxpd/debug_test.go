@@ -121,3 +121,13 @@ func TestDemoSelfCheckPasses(t *testing.T) {
 		t.Fatalf("demo exit %d:\n%s", code, out)
 	}
 }
+
+func TestDebugBackends(t *testing.T) {
+	out, code := mxpd(t, "", "debug", "backends", "--shards", "1")
+	if code != 0 || !strings.Contains(out, "backend: portable") || !strings.Contains(out, "not chosen: xdp") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if _, code := mxpd(t, "", "debug", "backends", "--backend", "uring"); code != 1 {
+		t.Fatalf("forcing an unavailable backend exited %d, want 1", code)
+	}
+}

@@ -338,3 +338,10 @@ func (c *shardConn) waitWritable() bool {
 	n, err := unix.Poll(fds[:], 10)
 	return err == nil && n > 0
 }
+
+// tryRecvmmsg calls recvmmsg on fd without blocking, to see if the kernel has it.
+func tryRecvmmsg(fd int) unix.Errno {
+	var hdr [1]unix.Mmsghdr
+	_, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdr[0])), 1, unix.MSG_DONTWAIT, 0, 0)
+	return errno
+}

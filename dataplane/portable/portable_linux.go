@@ -7,6 +7,7 @@ package portable
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -17,33 +18,61 @@ import (
 	"github.com/mxp-dataplane/mxp/dataplane"
 )
 
+// Steering says how datagrams reach the shard that owns their connection
+// when there is more than one shard.
+type Steering uint8
+
+const (
+	// SteerAuto uses the BPF program when it loads, else the kernel's hash.
+	SteerAuto Steering = iota
+	// SteerBPF requires the SK_REUSEPORT program (bpf.LoadReuseport): it
+	// picks the socket of the shard named by byte 7 of the UDP payload, the
+	// connection ID's shard byte (wire.ConnIDShard). Needs CAP_BPF.
+	SteerBPF
+	// SteerHash leaves the choice to the kernel's SO_REUSEPORT hash of the
+	// 4-tuple: a flow always reaches the same shard, so a connection stays
+	// on the shard that took its handshake (which names itself in the
+	// connection IDs it issues) until the peer's address changes.
+	SteerHash
+)
+
 // Backend is the portable backend. The zero value is ready to use.
 type Backend struct {
-	// Steer, when set, is called once with every shard's socket (index =
-	// shard) after they are bound, to attach a steering program that sends
-	// each connection's datagrams to the socket of the shard that owns it. An
-	// error fails Open; without Steer the kernel's 4-tuple hash spreads flows.
-	Steer func(fds []int) error
+	Steering Steering
+
+	note string // what Open settled for, for the selection log line
 }
 
 // Name returns "portable".
 func (*Backend) Name() string { return "portable" }
+
+// Notes says how the last Open steers datagrams to shards, and why not by
+// BPF if it does not.
+func (b *Backend) Notes() []string {
+	if b.note == "" {
+		return nil
+	}
+	return []string{b.note}
+}
 
 // Features reports what the kernel offered a socket of this backend.
 type Features struct {
 	GSO, GRO bool
 	// RecvBuffer and SendBuffer are the socket buffer sizes the kernel set.
 	RecvBuffer, SendBuffer int
+	// SteeredByBPF is true when the shards' sockets are steered by the
+	// SK_REUSEPORT program rather than the kernel's hash.
+	SteeredByBPF bool
 }
 
-// Open binds cfg.Shards sockets to cfg.Addr with SO_REUSEPORT.
+// Open binds cfg.Shards sockets to cfg.Addr with SO_REUSEPORT, and with more
+// than one shard attaches the steering the Backend's Steering asks for.
 func (b *Backend) Open(cfg dataplane.Config) ([]dataplane.ShardConn, error) {
 	cfg = cfg.WithDefaults()
 	addr := cfg.Addr
-	var conns []dataplane.ShardConn
-	var fds []int
+	var shards []*shardConn
 	closeAll := func() {
-		for _, c := range conns {
+		for _, c := range shards {
 			c.Close()
 		}
 	}
@@ -53,15 +82,24 @@ func (b *Backend) Open(cfg dataplane.Config) ([]dataplane.ShardConn, error) {
 			closeAll()
 			return nil, fmt.Errorf("portable: shard %d: %w", i, err)
 		}
-		conns = append(conns, c)
-		fds = append(fds, c.fd)
+		shards = append(shards, c)
 		addr = c.local // later shards bind the port the first one got
 	}
-	if b.Steer != nil {
-		if err := b.Steer(fds); err != nil {
-			closeAll()
-			return nil, fmt.Errorf("portable: steering: %w", err)
+	b.note = ""
+	if cfg.Shards > 1 && b.Steering != SteerHash {
+		if err := steerByBPF(shards); err != nil {
+			if b.Steering == SteerBPF {
+				closeAll()
+				return nil, fmt.Errorf("portable: steering: %w", err)
+			}
+			b.note = "shards steered by the kernel's 4-tuple hash: " + err.Error()
+		} else {
+			b.note = "shards steered by connection ID (SK_REUSEPORT program)"
 		}
+	}
+	conns := make([]dataplane.ShardConn, len(shards))
+	for i, c := range shards {
+		conns[i] = c
 	}
 	return conns, nil
 }
@@ -77,6 +115,7 @@ type shardConn struct {
 	maxDgram   int
 	closed     atomic.Bool
 	stats      counters
+	steering   io.Closer // the steering program, held by shard 0
 
 	rx rxState
 	tx txState
@@ -252,8 +291,31 @@ func (c *shardConn) Close() error {
 	if c.fd >= 0 {
 		errs = append(errs, unix.Close(c.fd))
 	}
+	if c.steering != nil {
+		errs = append(errs, c.steering.Close())
+	}
 	if c.wakeFD >= 0 {
 		errs = append(errs, unix.Close(c.wakeFD))
 	}
 	return errors.Join(errs...)
+}
+
+// Probe checks that this kernel can run the backend (UDP sockets with
+// SO_REUSEPORT and recvmmsg/sendmmsg: Linux 3.9+) and returns it.
+func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	}
+	if err != nil {
+		return nil, &dataplane.UnavailableError{Backend: "portable", Feature: "UDP sockets", Reason: err.Error()}
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return nil, &dataplane.UnavailableError{Backend: "portable", Feature: "SO_REUSEPORT", Reason: err.Error()}
+	}
+	if errno := tryRecvmmsg(fd); errno == unix.ENOSYS {
+		return nil, &dataplane.UnavailableError{Backend: "portable", Feature: "recvmmsg", Reason: "ENOSYS"}
+	}
+	return &Backend{}, nil
 }

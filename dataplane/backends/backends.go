@@ -1,0 +1,20 @@
+// Package backends lists every dataplane backend of this build, best first,
+// for dataplane.Select: AF_XDP, io_uring, then the portable sockets.
+package backends
+
+import (
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/portable"
+)
+
+// Names are the backend names accepted besides "auto", best first.
+var Names = []string{"xdp", "uring", "portable"}
+
+// Candidates returns the backends to probe, best first.
+func Candidates() []dataplane.Candidate {
+	return []dataplane.Candidate{
+		{Name: "xdp", Probe: dataplane.NotBuilt("xdp", "the AF_XDP backend is not in this build yet")},
+		{Name: "uring", Probe: dataplane.NotBuilt("uring", "the io_uring backend is not in this build yet")},
+		{Name: "portable", Probe: portable.Probe},
+	}
+}
