@@ -84,8 +84,17 @@ last_field() {
   grep "\"label\":\"$1\"" "$runs" | grep "\"role\":\"$2\"" | tail -1 | sed -E "s/.*\"$3\":([0-9.e+]+).*/\1/"
 }
 
+available=""
+for backend in naive portable uring xdp; do
+  if why=$("$work/pktrate" probe --backend "$backend" 2>&1); then
+    available="$available $backend"
+  else
+    echo "netns-bench: skipping $backend: $why" >&2
+  fi
+done
+
 for payload in 64 1200; do
-  for backend in naive portable; do
+  for backend in $available; do
     for shards in $shard_counts; do
       [ "$backend" = naive ] && [ "$shards" != 1 ] && continue
       run "$backend" "$payload" "$shards" max

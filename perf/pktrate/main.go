@@ -17,9 +17,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/backends"
 )
 
 // Result is what one side of a run measured.
@@ -81,6 +85,8 @@ func main() {
 		err = runRecv(os.Args[2:])
 	case "report":
 		err = runReport(os.Args[2:])
+	case "probe":
+		err = runProbe(os.Args[2:])
 	case "-h", "--help", "help":
 		usage(os.Stdout)
 		return
@@ -99,6 +105,7 @@ func usage(w io.Writer) {
 
   recv    count datagrams arriving at --addr until --idle passes without any
   send    send --size-byte datagrams to --to for --duration, optionally paced at --pps
+  probe   exit 0 if --backend can run here, else print why and exit 1
   report  turn the JSON lines of runs into netns-bench.json, netns-bench.md and a plot`)
 }
 
@@ -133,7 +140,7 @@ type commonFlags struct {
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.backend, "backend", "portable", "naive (net.UDPConn, one datagram per call) or portable (the dataplane engine)")
+	fs.StringVar(&c.backend, "backend", "portable", "naive (net.UDPConn, one datagram per call), auto, or a dataplane backend: "+strings.Join(backends.Names, ", "))
 	fs.IntVar(&c.shards, "shards", 1, "dataplane shards (sockets and threads)")
 	fs.IntVar(&c.batch, "batch", 64, "datagrams per system call (portable)")
 	fs.BoolVar(&c.noGSO, "no-gso", false, "turn UDP GSO off (portable)")
@@ -142,8 +149,17 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.label, "label", "", "a label copied into the result")
 }
 
+// selectBackend probes the dataplane backend the flags name.
+func (c *commonFlags) selectBackend() (dataplane.Backend, error) {
+	sel, err := dataplane.Select(c.backend, dataplane.Config{Shards: c.shards}, backends.Candidates())
+	if err != nil {
+		return nil, err
+	}
+	return sel.Backend, nil
+}
+
 func (c *commonFlags) offloads() string {
-	if c.backend != "portable" {
+	if c.backend == "naive" {
 		return ""
 	}
 	s := "gso+gro"
@@ -156,4 +172,18 @@ func (c *commonFlags) offloads() string {
 		s = "gso"
 	}
 	return s
+}
+
+func runProbe(args []string) error {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	var c commonFlags
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if c.backend == "naive" {
+		return nil
+	}
+	_, err := c.selectBackend()
+	return err
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
-	"github.com/mxp-dataplane/mxp/dataplane/portable"
 )
 
 func runRecv(args []string) error {
@@ -30,14 +29,15 @@ func runRecv(args []string) error {
 		return fmt.Errorf("--addr: %w", err)
 	}
 	r := Result{Role: "recv", Backend: c.backend, Label: c.label, Shards: c.shards, Offloads: c.offloads(), ListenAddr: ap.String()}
-	switch c.backend {
-	case "naive":
+	if c.backend == "naive" {
 		r.Shards = 1
 		err = recvNaive(&r, ap, *idle, *maxDur, *ready)
-	case "portable":
-		err = recvEngine(&r, &portable.Backend{}, c, ap, *idle, *maxDur, *ready)
-	default:
-		return fmt.Errorf("--backend %q: want naive or portable", c.backend)
+	} else {
+		var b dataplane.Backend
+		if b, err = c.selectBackend(); err == nil {
+			r.Backend = b.Name()
+			err = recvEngine(&r, b, c, ap, *idle, *maxDur, *ready)
+		}
 	}
 	if err != nil {
 		return err

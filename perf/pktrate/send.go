@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
-	"github.com/mxp-dataplane/mxp/dataplane/portable"
 )
 
 func runSend(args []string) error {
@@ -35,14 +34,15 @@ func runSend(args []string) error {
 	}
 	r := Result{Role: "send", Backend: c.backend, Label: c.label, Payload: *size, Shards: c.shards,
 		TargetPPS: *pps, Offloads: c.offloads(), Destination: dst.String()}
-	switch c.backend {
-	case "naive":
+	if c.backend == "naive" {
 		r.Shards = 1
 		err = sendNaive(&r, dst, *size, *duration, *pps)
-	case "portable":
-		err = sendEngine(&r, &portable.Backend{}, c, dst, *size, *duration, *pps)
-	default:
-		return fmt.Errorf("--backend %q: want naive or portable", c.backend)
+	} else {
+		var b dataplane.Backend
+		if b, err = c.selectBackend(); err == nil {
+			r.Backend = b.Name()
+			err = sendEngine(&r, b, c, dst, *size, *duration, *pps)
+		}
 	}
 	if err != nil {
 		return err
