@@ -21,7 +21,7 @@ import (
 func load(t *testing.T, n int) *Reuseport {
 	t.Helper()
 	if !hasBPFCaps() {
-		t.Skipf("skipping: loading SK_REUSEPORT programs needs root, or CAP_BPF + CAP_NET_ADMIN (uid %d)", os.Geteuid())
+		t.Skipf("skipping: loading SK_REUSEPORT programs needs root, or CAP_BPF + CAP_NET_ADMIN (uid %d has not got them)", os.Geteuid())
 	}
 	r, err := LoadReuseport(n)
 	for _, missing := range []error{ErrNotSupported, ErrMemlock, ErrPermission} {
@@ -40,9 +40,9 @@ func load(t *testing.T, n int) *Reuseport {
 	return r
 }
 
-// group opens n UDP sockets with SO_REUSEPORT bound to the same port of ip.
-func group(t *testing.T, ip string, n int) ([]*net.UDPConn, netip.AddrPort) {
-	t.Helper()
+// openGroup opens n UDP sockets with SO_REUSEPORT bound to the same port
+// of ip, in the calling thread's network namespace.
+func openGroup(ip string, n int) ([]*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -62,15 +62,30 @@ func group(t *testing.T, ip string, n int) ([]*net.UDPConn, netip.AddrPort) {
 	for i := 0; i < n; i++ {
 		pc, err := lc.ListenPacket(context.Background(), network, addr)
 		if err != nil {
-			if i == 0 && network == "udp6" {
-				t.Skipf("skipping: IPv6 loopback unavailable: %v", err)
+			for _, c := range conns {
+				c.Close()
 			}
-			t.Fatalf("listen %s on %s: %v", network, addr, err)
+			return nil, fmt.Errorf("listen %s on %s: %w", network, addr, err)
 		}
 		c := pc.(*net.UDPConn)
-		t.Cleanup(func() { c.Close() })
 		conns = append(conns, c)
 		addr = c.LocalAddr().String()
+	}
+	return conns, nil
+}
+
+// group is openGroup on loopback, closing the sockets when the test ends.
+func group(t *testing.T, ip string, n int) ([]*net.UDPConn, netip.AddrPort) {
+	t.Helper()
+	conns, err := openGroup(ip, n)
+	if err != nil {
+		if strings.Contains(ip, ":") {
+			t.Skipf("skipping: IPv6 loopback unavailable: %v", err)
+		}
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		t.Cleanup(func() { c.Close() })
 	}
 	return conns, conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
 }
@@ -95,12 +110,12 @@ func datagram(seq uint32, shardByte byte, length int) []byte {
 type received [][][]byte
 
 // collect reads the sockets round-robin until want datagrams have arrived
-// in all (or 5 s have passed), then until every socket has been quiet for
+// in all (or 10 s have passed: generous, for a loaded machine), then until every socket has been quiet for
 // quiet, to catch extras.
 func collect(t *testing.T, conns []*net.UDPConn, want int, quiet time.Duration) received {
 	t.Helper()
 	out := make(received, len(conns))
-	stop := time.Now().Add(5 * time.Second)
+	stop := time.Now().Add(10 * time.Second)
 	buf := make([]byte, 2048)
 	read := func(i int, wait time.Duration) bool {
 		conns[i].SetReadDeadline(time.Now().Add(wait))
@@ -139,6 +154,12 @@ func sendAll(t *testing.T, conns []*net.UDPConn, dst netip.AddrPort, dgs [][]byt
 		t.Fatal(err)
 	}
 	defer tx.Close()
+	return sendFrom(t, tx, conns, dgs)
+}
+
+// sendFrom is sendAll from the connected socket tx.
+func sendFrom(t *testing.T, tx *net.UDPConn, conns []*net.UDPConn, dgs [][]byte) received {
+	t.Helper()
 	tx.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	got := make(received, len(conns))
 	const window = 32
@@ -160,9 +181,21 @@ func sendAll(t *testing.T, conns []*net.UDPConn, dst netip.AddrPort, dgs [][]byt
 	return got
 }
 
-func testSteering(t *testing.T, ip string, n int) {
-	r := load(t, n)
+// rig is a reuseport group under test and a way to send to it.
+type rig struct {
+	conns []*net.UDPConn
+	send  func(dgs [][]byte) received
+}
+
+func loopbackRig(t *testing.T, ip string, n int) rig {
 	conns, dst := group(t, ip, n)
+	return rig{conns, func(dgs [][]byte) received { return sendAll(t, conns, dst, dgs) }}
+}
+
+func testSteering(t *testing.T, n int, mk func(t *testing.T, n int) rig) {
+	r := load(t, n)
+	rg := mk(t, n)
+	conns := rg.conns
 	if err := r.AttachToConn(conns[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +220,7 @@ func testSteering(t *testing.T, ip string, n int) {
 	for l := 0; l < short; l++ {
 		dgs = append(dgs, make([]byte, l))
 	}
-	got := sendAll(t, conns, dst, dgs)
+	got := rg.send(dgs)
 
 	seen := map[uint32]bool{}
 	shortSeen := 0
@@ -231,7 +264,7 @@ func testSteering(t *testing.T, ip string, n int) {
 		dgs = append(dgs, datagram(uint32(1000+i), byte(n-1+n*i), 16))
 	}
 	total := 0
-	for _, ds := range sendAll(t, conns, dst, dgs) {
+	for _, ds := range rg.send(dgs) {
 		total += len(ds)
 	}
 	if total != orphans {
@@ -248,13 +281,17 @@ func testSteering(t *testing.T, ip string, n int) {
 
 func TestSteeringIPv4(t *testing.T) {
 	for _, n := range []int{2, 4} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) { testSteering(t, "127.0.0.1", n) })
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			testSteering(t, n, func(t *testing.T, n int) rig { return loopbackRig(t, "127.0.0.1", n) })
+		})
 	}
 }
 
 func TestSteeringIPv6(t *testing.T) {
 	for _, n := range []int{2, 4} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) { testSteering(t, "::1", n) })
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			testSteering(t, n, func(t *testing.T, n int) rig { return loopbackRig(t, "::1", n) })
+		})
 	}
 }
 

@@ -61,10 +61,10 @@ func probe() error {
 		return &UnavailableError{Missing: "readable /proc/self/status (to check capabilities)", Err: err}
 	}
 	if eff&(1<<capNetAdmin) == 0 {
-		return &UnavailableError{Missing: fmt.Sprintf("root or CAP_NET_ADMIN (running as uid %d)", os.Geteuid())}
+		return &UnavailableError{Missing: fmt.Sprintf("CAP_NET_ADMIN: run as root (uid %d has not got it)", os.Geteuid())}
 	}
 	if eff&(1<<capSysAdmin) == 0 {
-		return &UnavailableError{Missing: fmt.Sprintf("root or CAP_SYS_ADMIN, to create and enter namespaces (running as uid %d)", os.Geteuid())}
+		return &UnavailableError{Missing: fmt.Sprintf("CAP_SYS_ADMIN, to create and enter namespaces: run as root (uid %d has not got it)", os.Geteuid())}
 	}
 	name := fmt.Sprintf("testnetprobe-%d-%d", os.Getpid(), topoSeq.Add(1))
 	ns, err := createNamedNetns(name)
