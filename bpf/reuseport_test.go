@@ -110,8 +110,8 @@ func datagram(seq uint32, shardByte byte, length int) []byte {
 type received [][][]byte
 
 // collect reads the sockets round-robin until want datagrams have arrived
-// in all (or 10 s have passed: generous, for a loaded machine), then until every socket has been quiet for
-// quiet, to catch extras.
+// in all (or 10 s have passed: generous, for a loaded machine), then until
+// every socket has been quiet for quiet, to catch extras.
 func collect(t *testing.T, conns []*net.UDPConn, want int, quiet time.Duration) received {
 	t.Helper()
 	out := make(received, len(conns))
