@@ -184,12 +184,13 @@ func sendFrom(t *testing.T, tx *net.UDPConn, conns []*net.UDPConn, dgs [][]byte)
 // rig is a reuseport group under test and a way to send to it.
 type rig struct {
 	conns []*net.UDPConn
+	tx    *net.UDPConn // nil for loopback
 	send  func(dgs [][]byte) received
 }
 
 func loopbackRig(t *testing.T, ip string, n int) rig {
 	conns, dst := group(t, ip, n)
-	return rig{conns, func(dgs [][]byte) received { return sendAll(t, conns, dst, dgs) }}
+	return rig{conns, nil, func(dgs [][]byte) received { return sendAll(t, conns, dst, dgs) }}
 }
 
 func testSteering(t *testing.T, n int, mk func(t *testing.T, n int) rig) {
