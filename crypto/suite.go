@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"runtime"
 
-	"golang.org/x/crypto/chacha20"
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/cpu"
 )
@@ -128,12 +127,14 @@ func newAEAD(s Suite, key []byte) (cipher.AEAD, error) {
 type headerProtector struct {
 	suite Suite
 	block cipher.Block
-	key   [keyLen]byte
+	key   [8]uint32 // ChaCha20 key words
 }
 
 func newHeaderProtector(s Suite, key []byte) (headerProtector, error) {
 	h := headerProtector{suite: s}
-	copy(h.key[:], key)
+	for i := range h.key {
+		h.key[i] = binary.LittleEndian.Uint32(key[4*i:])
+	}
 	if s == SuiteAES256GCM {
 		b, err := aes.NewCipher(key)
 		if err != nil {
@@ -150,13 +151,12 @@ func (h *headerProtector) mask(out *[16]byte, sample []byte) {
 		h.block.Encrypt(out[:], sample[:16])
 		return
 	}
-	c, err := chacha20.NewUnauthenticatedCipher(h.key[:], sample[4:16])
-	if err != nil {
-		panic("mxp/crypto: chacha20 header protection: " + err.Error()) // sizes are constant
-	}
-	c.SetCounter(binary.LittleEndian.Uint32(sample[0:4]))
-	*out = [16]byte{}
-	c.XORKeyStream(out[:], out[:])
+	_ = sample[15]
+	chachaHead(out, &h.key,
+		binary.LittleEndian.Uint32(sample[0:]),
+		binary.LittleEndian.Uint32(sample[4:]),
+		binary.LittleEndian.Uint32(sample[8:]),
+		binary.LittleEndian.Uint32(sample[12:]))
 }
 
 func itoa(v uint64) string {
