@@ -549,3 +549,34 @@ func TestTicketRejections(t *testing.T) {
 		t.Fatalf("oversized 0-RTT: %v", err)
 	}
 }
+
+// With a StaticSecretCache, the second handshake between the same peers
+// reuses the static-static DH on both sides.
+func TestStaticSecretCache(t *testing.T) {
+	ic, rc := testPeers(t)
+	ic.StaticCache, rc.StaticCache = NewStaticSecretCache(0), NewStaticSecretCache(0)
+	resp, _ := NewResponder(rc)
+	a1, b1, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 1, nil, nil)
+	a2, b2, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 2, nil, nil)
+	for _, c := range []*StaticSecretCache{ic.StaticCache, rc.StaticCache} {
+		if h, m := c.Stats(); h != 1 || m != 1 {
+			t.Fatalf("cache hits %d misses %d, want 1 and 1", h, m)
+		}
+	}
+	// Sessions still work and differ per connection (fresh ephemerals).
+	if a1.HandshakeHash() == a2.HandshakeHash() {
+		t.Fatal("two handshakes gave the same transcript")
+	}
+	if _, err := b2.Open(seal(t, a2, "x"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b1.Open(seal(t, a2, "x"), t0); err == nil {
+		t.Fatal("keys shared across connections")
+	}
+	// A different initiator is a different pair.
+	other := &Config{Identity: mustIdentity(t, 88), Rand: newDetRand(89), StaticCache: ic.StaticCache}
+	handshakeWith(t, other, resp, rc.Identity.Public, 3, nil, nil)
+	if h, m := rc.StaticCache.Stats(); h != 1 || m != 2 {
+		t.Fatalf("responder cache hits %d misses %d", h, m)
+	}
+}
