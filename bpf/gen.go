@@ -5,3 +5,4 @@ package bpf
 // `go build` needs no clang.
 //
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cflags "-O2 -g -Wall -Werror" reuseport reuseport.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cflags "-O2 -g -Wall -Werror" xdpsteer xdp_steer.c
