@@ -1,0 +1,383 @@
+// Package transport is MXP's sans-I/O transport core: connections with the
+// Noise handshake of package crypto, reliable streams, unreliable datagrams,
+// ACK ranges, loss recovery, flow and congestion control, and priority
+// scheduling. It takes packets and time in and gives packets, events and a
+// timer deadline out; it never touches a socket, starts a goroutine or reads
+// the clock, so it runs on every dataplane backend and in a simulator.
+//
+// An Endpoint owns the connections of one dataplane shard and is used from
+// that shard's goroutine only.
+package transport
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/transport/cc"
+	"github.com/mxp-dataplane/mxp/wire"
+)
+
+// Config configures an Endpoint and its connections; zero fields take defaults.
+type Config struct {
+	// Crypto holds the identity, suites, allow-list and tickets. Required.
+	Crypto *crypto.Config
+	// MaxDatagramSize is the largest UDP payload sent (the path MTU minus
+	// IP and UDP headers). Default 1400.
+	MaxDatagramSize int
+	// IdleTimeout closes a connection that heard nothing for this long. Default 30 s.
+	IdleTimeout time.Duration
+	// MaxAckDelay bounds how long an ACK may wait. Default 25 ms.
+	MaxAckDelay time.Duration
+	// InitialRTT is the RTT assumed before the first sample. Default 100 ms.
+	InitialRTT time.Duration
+	// StreamWindow is the receive window of each stream. Default 1 MiB.
+	StreamWindow uint64
+	// ConnWindow is the receive window of each connection. Default 16 MiB.
+	ConnWindow uint64
+	// StreamSendBuffer bounds the bytes a stream buffers unacknowledged
+	// (Write's backpressure). Default 1 MiB; one larger message may pass
+	// an empty buffer.
+	StreamSendBuffer int
+	// MaxStreams bounds the streams a peer may have open. Default 1024.
+	MaxStreams int
+	// DatagramQueue bounds the datagrams waiting to be sent. Default 256.
+	DatagramQueue int
+	// Congestion makes a connection's congestion controller. Default CUBIC.
+	Congestion func(maxDatagram int) cc.Controller
+	// HandshakeLoad is the number of handshakes in progress above which a
+	// hello must carry a cookie (stateless retry). Default 1000.
+	HandshakeLoad int
+	// Shard names this endpoint's dataplane shard in the connection IDs it
+	// chooses (wire.MakeConnID).
+	Shard int
+	// OnMessage receives every MXP message that arrives on a message stream.
+	// m.Payload aliases a receive buffer valid only during the call.
+	OnMessage func(c *Conn, m *wire.Message)
+	// Rand supplies connection IDs (crypto/rand when nil).
+	Rand io.Reader
+}
+
+func (cfg *Config) setDefaults() {
+	if cfg.MaxDatagramSize == 0 {
+		cfg.MaxDatagramSize = 1400
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
+	if cfg.MaxAckDelay == 0 {
+		cfg.MaxAckDelay = 25 * time.Millisecond
+	}
+	if cfg.InitialRTT == 0 {
+		cfg.InitialRTT = 100 * time.Millisecond
+	}
+	if cfg.StreamWindow == 0 {
+		cfg.StreamWindow = 1 << 20
+	}
+	if cfg.ConnWindow == 0 {
+		cfg.ConnWindow = 16 << 20
+	}
+	if cfg.StreamSendBuffer == 0 {
+		cfg.StreamSendBuffer = 1 << 20
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = 1024
+	}
+	if cfg.DatagramQueue == 0 {
+		cfg.DatagramQueue = 256
+	}
+	if cfg.Congestion == nil {
+		cfg.Congestion = cc.NewCubic
+	}
+	if cfg.HandshakeLoad == 0 {
+		cfg.HandshakeLoad = 1000
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+}
+
+// Packet is one UDP datagram in or out: the same shape as dataplane.Packet,
+// which the runtime converts field by field.
+type Packet struct {
+	Buf  []byte
+	Addr netip.AddrPort
+}
+
+// EventKind says what happened.
+type EventKind uint8
+
+// Events.
+const (
+	EventConnected      EventKind = iota + 1 // the handshake completed
+	EventStreamOpened                        // the peer opened a (bidirectional) stream
+	EventStreamReadable                      // a stream has bytes or FIN to read
+	EventStreamWritable                      // a stream's send buffer drained below half
+	EventDatagram                            // a datagram arrived (Data)
+	EventEarlyData                           // 0-RTT data arrived with a hello (Data)
+	EventTicket                              // the peer issued a resumption ticket
+	EventClosed                              // the connection is gone (Err says why)
+)
+
+// Event is one thing for the application to act on.
+type Event struct {
+	Kind   EventKind
+	Conn   *Conn
+	Stream *Stream
+	Data   []byte
+	Ticket *crypto.Ticket
+	Err    error
+}
+
+// EndpointStats counts what the endpoint did with packets no connection took.
+type EndpointStats struct {
+	UnknownConn, BadHandshake, CookieReplies, Refused uint64
+}
+
+// Endpoint holds the connections of one shard.
+type Endpoint struct {
+	cfg        Config
+	responder  *crypto.Responder
+	conns      map[uint64]*Conn
+	active     []*Conn // connections that may have something to send
+	events     []Event
+	evHead     int
+	ackScratch []wire.AckRange
+	replies    []Packet // stateless cookie replies
+	handshakes int
+	stats      EndpointStats
+}
+
+// NewEndpoint returns an endpoint that accepts connections (as a
+// responder) and dials them (as an initiator).
+func NewEndpoint(cfg Config) (*Endpoint, error) {
+	if cfg.Crypto == nil {
+		return nil, errors.New("transport: Config.Crypto is required")
+	}
+	cfg.setDefaults()
+	r, err := crypto.NewResponder(cfg.Crypto)
+	if err != nil {
+		return nil, err
+	}
+	return &Endpoint{cfg: cfg, responder: r, conns: map[uint64]*Conn{}}, nil
+}
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() EndpointStats { return e.stats }
+
+// Len returns the number of connections.
+func (e *Endpoint) Len() int { return len(e.conns) }
+
+// Dial starts a handshake with the responder at addr whose static key is peer.
+func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Time) (*Conn, error) {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(e.cfg.Rand, b[:]); err != nil {
+			return nil, err
+		}
+		cid := wire.MakeConnID(e.cfg.Shard, binary.LittleEndian.Uint64(b[:]))
+		if e.conns[cid] != nil {
+			continue
+		}
+		hs, err := crypto.NewInitiator(e.cfg.Crypto, peer, cid)
+		if err != nil {
+			return nil, err
+		}
+		c := newConn(e, cid, addr, true, now)
+		c.hs, c.hsPkt = hs, []byte{}
+		e.conns[cid] = c
+		e.wantSend(c)
+		return c, nil
+	}
+}
+
+// Receive processes one datagram from addr. The endpoint does not keep pkt
+// (it decrypts it in place).
+func (e *Endpoint) Receive(pkt []byte, from netip.AddrPort, now time.Time) {
+	if len(pkt) < wire.PacketHeaderLen {
+		e.stats.UnknownConn++
+		return
+	}
+	cid := binary.LittleEndian.Uint64(pkt[wire.PacketOffsetConnID:])
+	c := e.conns[cid]
+	if pkt[wire.PacketOffsetFlags]&wire.PacketFlagHandshake == 0 {
+		if c == nil {
+			e.stats.UnknownConn++
+			return
+		}
+		c.receive(pkt, from, now)
+		return
+	}
+	typ, err := crypto.HandshakeType(pkt)
+	if err != nil {
+		e.stats.BadHandshake++
+		return
+	}
+	switch typ {
+	case crypto.MsgInitiatorHello:
+		if c != nil {
+			if !c.initiator && c.state == stateHandshake && from == c.peer {
+				c.session.Amplification().OnReceive(len(pkt))
+				c.replyDue = true // a retransmitted hello: repeat our reply
+				e.wantSend(c)
+			}
+			return
+		}
+		e.acceptHello(pkt, cid, from, now)
+	case crypto.MsgResponderHello:
+		if c == nil || !c.initiator || c.state != stateHandshake {
+			return
+		}
+		s, fin, err := c.hs.HandleResponderHello(pkt, now)
+		if err != nil {
+			e.stats.BadHandshake++
+			return
+		}
+		c.session, c.finPkt = s, fin
+		c.lastHeard = now
+		c.established(now)
+	case crypto.MsgCookieReply:
+		if c == nil || !c.initiator || c.state != stateHandshake {
+			return
+		}
+		if c.hs.HandleCookieReply(pkt, now) == nil {
+			c.hsTries++ // send the hello again, now with the cookie
+			e.wantSend(c)
+		}
+	case crypto.MsgInitiatorFinish:
+		if c == nil || c.initiator || c.session == nil {
+			return
+		}
+		if c.session.HandleInitiatorFinish(pkt) == nil && c.state == stateHandshake {
+			c.lastHeard = now
+			c.established(now)
+		}
+	default:
+		e.stats.BadHandshake++
+	}
+}
+
+func (e *Endpoint) acceptHello(pkt []byte, cid uint64, from netip.AddrPort, now time.Time) {
+	res, err := e.responder.HandleInitiatorHello(pkt, from, now, e.handshakes >= e.cfg.HandshakeLoad)
+	if err != nil {
+		if errors.Is(err, crypto.ErrPeerRefused) {
+			e.stats.Refused++
+		} else {
+			e.stats.BadHandshake++
+		}
+		return
+	}
+	if res.CookieReply {
+		e.stats.CookieReplies++
+		e.replies = append(e.replies, Packet{Buf: res.Reply, Addr: from})
+		return
+	}
+	c := newConn(e, cid, from, false, now)
+	c.session, c.hsPkt, c.replyDue = res.Session, res.Reply, true
+	e.conns[cid] = c
+	e.handshakes++
+	e.wantSend(c)
+	if len(res.EarlyData) > 0 {
+		e.emit(Event{Kind: EventEarlyData, Conn: c, Data: res.EarlyData})
+	}
+}
+
+// Transmit fills out with packets to send: each out[i].Buf is a buffer
+// (length ignored, capacity at least MaxDatagramSize) that Transmit
+// reslices. It runs the timers due by now first, and returns how many
+// packets it filled; consecutive packets of one connection share a
+// destination and, but for the last, a size, so backends can use GSO.
+func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
+	n := 0
+	for n < len(out) && len(e.replies) > 0 {
+		out[n].Buf = append(out[n].Buf[:0], e.replies[0].Buf...)
+		out[n].Addr = e.replies[0].Addr
+		e.replies = e.replies[1:]
+		n++
+	}
+	e.runTimers(now)
+	for len(e.active) > 0 && n < len(out) {
+		c := e.active[0]
+		for n < len(out) {
+			pkt := c.transmit(out[n].Buf[:0], now)
+			if pkt == nil {
+				break
+			}
+			out[n].Buf, out[n].Addr = pkt, c.peer
+			n++
+		}
+		if n < len(out) || !c.hasWork(now) {
+			c.activeFlag = false
+			e.active = e.active[1:]
+		}
+	}
+	if len(e.active) == 0 {
+		e.active = e.active[:0:0] // let the backing array go when idle
+	}
+	return n
+}
+
+// runTimers fires every connection timer due by now.
+func (e *Endpoint) runTimers(now time.Time) {
+	for _, c := range e.conns {
+		if d := c.Deadline(); !d.IsZero() && !now.Before(d) {
+			c.onTimer(now)
+		}
+		if !c.paceAt.IsZero() && !now.Before(c.paceAt) {
+			c.paceAt = time.Time{}
+			e.wantSend(c)
+		}
+	}
+}
+
+// Deadline returns when Transmit should next be called without input.
+func (e *Endpoint) Deadline() time.Time {
+	var d time.Time
+	for _, c := range e.conns {
+		for _, t := range [2]time.Time{c.Deadline(), c.paceAt} {
+			if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+				d = t
+			}
+		}
+	}
+	return d
+}
+
+// HasWork reports whether Transmit would produce a packet now.
+func (e *Endpoint) HasWork() bool { return len(e.replies) > 0 || len(e.active) > 0 }
+
+// PollEvent returns the next event, if any.
+func (e *Endpoint) PollEvent() (Event, bool) {
+	if e.evHead == len(e.events) {
+		e.events, e.evHead = e.events[:0], 0
+		return Event{}, false
+	}
+	ev := e.events[e.evHead]
+	e.events[e.evHead] = Event{}
+	e.evHead++
+	return ev, true
+}
+
+func (e *Endpoint) emit(ev Event) { e.events = append(e.events, ev) }
+
+func (e *Endpoint) wantSend(c *Conn) {
+	if !c.activeFlag && c.state != stateClosed {
+		c.activeFlag = true
+		e.active = append(e.active, c)
+	}
+}
+
+func (e *Endpoint) paceUntil(c *Conn, t time.Time) { c.paceAt = t }
+
+func (e *Endpoint) remove(c *Conn) {
+	if e.conns[c.cid] == c {
+		delete(e.conns, c.cid)
+		if !c.initiator && c.hsPkt != nil {
+			e.handshakes--
+		}
+	}
+}
