@@ -136,6 +136,7 @@ type Session struct {
 	amp           AmplificationLimit
 	confirmed     bool
 	earlyAccepted bool
+	closed        bool
 	finished      [32]byte    // InitiatorFinish MAC key (responder)
 	tickets       *TicketKeys // responder: issues tickets
 
@@ -286,8 +287,26 @@ func (s *Session) Seal(dst []byte, flags uint8, payload []byte) ([]byte, uint64,
 	return pkt, pn, nil
 }
 
+// Close wipes the session's keys (best effort: Go may have copied them);
+// later Seal and Open calls fail with ErrState.
+func (s *Session) Close() {
+	s.closed = true
+	s.send.wipe()
+	s.recvCur.wipe()
+	s.recvNext.wipe()
+	s.recvPrev.wipe()
+	s.havePrev = false
+	clear(s.resume[:])
+	clear(s.finished[:])
+	s.sendHP = headerProtector{}
+	s.recvHP = headerProtector{}
+}
+
 // sealInPlace seals pkt, whose plaintext is pkt[32:len(pkt)-16].
 func (s *Session) sealInPlace(pkt []byte, flags uint8) (uint64, error) {
+	if s.closed {
+		return 0, ErrState
+	}
 	plen := len(pkt) - PacketOverhead
 	if plen < 0 {
 		return 0, ErrBufferTooSmall
@@ -359,6 +378,9 @@ type Opened struct {
 // period of the previous key phase.
 func (s *Session) Open(pkt []byte, now time.Time) (Opened, error) {
 	s.amp.OnReceive(len(pkt))
+	if s.closed {
+		return Opened{}, ErrState
+	}
 	if s.authFailures >= s.integrityLim {
 		return Opened{}, ErrIntegrityLimit
 	}

@@ -522,3 +522,19 @@ func TestBatchRoundTripAndZeroAlloc(t *testing.T) {
 		})
 	}
 }
+
+func TestSessionClose(t *testing.T) {
+	a, b := sessionPair(t, SuiteAES256GCM, SessionConfig{})
+	p := seal(t, a, "x")
+	a.Close()
+	b.Close()
+	if _, _, err := a.Seal(make([]byte, 0, 64), 0, nil); !errors.Is(err, ErrState) {
+		t.Fatalf("seal after close: %v", err)
+	}
+	if _, err := b.Open(p, t0); !errors.Is(err, ErrState) {
+		t.Fatalf("open after close: %v", err)
+	}
+	if a.send.secret != [32]byte{} || b.recvCur.secret != [32]byte{} {
+		t.Fatal("secrets not wiped")
+	}
+}

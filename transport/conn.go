@@ -91,14 +91,14 @@ type Conn struct {
 	closeErr  error
 	closeAt   time.Time
 
-	session *crypto.Session
-	hs      *crypto.Initiator // initiator during the handshake
-	hsPkt   []byte            // initiator: the hello to retransmit; responder: the reply to repeat
-	finPkt  []byte            // initiator: the InitiatorFinish, sent once
-	hsNext  time.Time         // initiator: when to retransmit the hello
-	hsTries int               // initiator: hellos due so far
-	hsSent  int               // initiator: hellos sent so far
-	replyDue bool             // responder: the reply is due (again)
+	session  *crypto.Session
+	hs       *crypto.Initiator // initiator during the handshake
+	hsPkt    []byte            // initiator: the hello to retransmit; responder: the reply to repeat
+	finPkt   []byte            // initiator: the InitiatorFinish, sent once
+	hsNext   time.Time         // initiator: when to retransmit the hello
+	hsTries  int               // initiator: hellos due so far
+	hsSent   int               // initiator: hellos sent so far
+	replyDue bool              // responder: the reply is due (again)
 
 	activeFlag      bool      // in the endpoint's active list
 	paceAt          time.Time // pacing holds data until then
@@ -130,12 +130,12 @@ type Conn struct {
 	pacer         cc.Pacer
 
 	// flow control
-	peerConnMax uint64 // peer's limit on the sum of our stream offsets
-	connSent    uint64
+	peerConnMax  uint64 // peer's limit on the sum of our stream offsets
+	connSent     uint64
 	localConnMax uint64
-	connRecv    uint64 // sum of highest received offsets
-	connRead    uint64
-	sendConnMax bool
+	connRecv     uint64 // sum of highest received offsets
+	connRead     uint64
+	sendConnMax  bool
 
 	// streams
 	streams      map[uint64]*Stream

@@ -56,7 +56,9 @@ func (s *Stream) ID() uint64 { return s.id }
 func (s *Stream) Class() scheduler.Class { return s.class }
 
 // Unidirectional reports whether data flows only from the opener.
-func (s *Stream) Unidirectional() bool { return wire.StreamID(s.id).Kind() == wire.StreamIDUnidirectional }
+func (s *Stream) Unidirectional() bool {
+	return wire.StreamID(s.id).Kind() == wire.StreamIDUnidirectional
+}
 
 // Buffered returns the bytes written and not yet acknowledged.
 func (s *Stream) Buffered() int { return len(s.buf) }
