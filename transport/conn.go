@@ -142,6 +142,7 @@ type Conn struct {
 	nextBidi     uint64
 	nextUni      uint64
 	peerStreams  int
+	peerDone     rangeSet // peer stream IDs finished and forgotten
 	sched        *scheduler.Scheduler
 	control      bool // control frames are due
 	resets       []*Stream
@@ -201,7 +202,7 @@ func newConn(ep *Endpoint, cid uint64, peer netip.AddrPort, initiator bool, now 
 		sched:        scheduler.New(scheduler.DefaultWeights, cfg.MaxDatagramSize),
 		cong:         cfg.Congestion(cfg.MaxDatagramSize),
 		localConnMax: cfg.ConnWindow,
-		peerConnMax:  cfg.ConnWindow, // both ends run the same defaults until told otherwise
+		peerConnMax:  InitialConnWindow, // until the peer announces its window
 		lastHeard:    now,
 	}
 	c.rtt.Smoothed, c.rtt.Variance = cfg.InitialRTT, cfg.InitialRTT/2
@@ -249,10 +250,23 @@ func (c *Conn) closeErrOr() error {
 	return &CloseError{Code: CodeNoError, Reason: "connection closing"}
 }
 
+// Every endpoint may send up to these limits before the peer announces its
+// own (in StreamMaxData and ConnectionMaxData frames, right after the
+// handshake and when a stream opens); Config windows are at least these.
+const (
+	InitialStreamWindow = 16 << 10
+	InitialConnWindow   = 64 << 10
+)
+
 func (c *Conn) newStream(id uint64, class scheduler.Class) *Stream {
-	s := &Stream{id: id, conn: c, class: class, peerMax: c.cfg.StreamWindow, localMax: c.cfg.StreamWindow}
+	s := &Stream{id: id, conn: c, class: class, peerMax: InitialStreamWindow, localMax: c.cfg.StreamWindow}
 	c.streams[id] = s
 	c.sched.Register(id, class)
+	receives := !s.Unidirectional() || !c.locallyOpened(id)
+	if receives && s.localMax > InitialStreamWindow {
+		s.sendMax = true // announce our window
+		c.queueControl()
+	}
 	return s
 }
 
@@ -262,8 +276,8 @@ func (c *Conn) peerStream(id uint64, class scheduler.Class) (*Stream, error) {
 	if s := c.streams[id]; s != nil {
 		return s, nil
 	}
-	if c.locallyOpened(id) {
-		return nil, nil // ours, already finished and forgotten
+	if c.locallyOpened(id) || c.peerDone.contains(id) {
+		return nil, nil // finished and forgotten: a late or repeated frame
 	}
 	if id >= maxStreamOffset {
 		return nil, errStreamLimit
@@ -327,6 +341,7 @@ func (c *Conn) forget(s *Stream) {
 	c.sched.Unregister(s.id)
 	if !c.locallyOpened(s.id) {
 		c.peerStreams--
+		c.peerDone.add(s.id, s.id+1)
 	}
 }
 
@@ -590,6 +605,10 @@ func (c *Conn) established(now time.Time) {
 	}
 	c.state = stateEstablished
 	c.hs, c.hsPkt, c.hsNext = nil, nil, time.Time{}
+	if c.localConnMax > InitialConnWindow {
+		c.sendConnMax = true // announce our window
+		c.control = true
+	}
 	c.ep.emit(Event{Kind: EventConnected, Conn: c})
 	c.ep.wantSend(c)
 }
@@ -1127,9 +1146,6 @@ func (c *Conn) transmitHandshake(buf []byte, now time.Time) []byte {
 		return nil
 	}
 	if c.initiator {
-		if c.hsTries > 0 && now.Before(c.hsNext) {
-			return nil
-		}
 		if c.hsTries == 0 {
 			c.hsTries = 1
 			c.hsNext = now.Add(c.cfg.InitialRTT * 3)

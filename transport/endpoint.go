@@ -35,9 +35,11 @@ type Config struct {
 	MaxAckDelay time.Duration
 	// InitialRTT is the RTT assumed before the first sample. Default 100 ms.
 	InitialRTT time.Duration
-	// StreamWindow is the receive window of each stream. Default 1 MiB.
+	// StreamWindow is the receive window of each stream. Default 1 MiB,
+	// at least InitialStreamWindow.
 	StreamWindow uint64
-	// ConnWindow is the receive window of each connection. Default 16 MiB.
+	// ConnWindow is the receive window of each connection. Default 16 MiB,
+	// at least InitialConnWindow and StreamWindow.
 	ConnWindow uint64
 	// StreamSendBuffer bounds the bytes a stream buffers unacknowledged
 	// (Write's backpressure). Default 1 MiB; one larger message may pass
@@ -78,9 +80,11 @@ func (cfg *Config) setDefaults() {
 	if cfg.StreamWindow == 0 {
 		cfg.StreamWindow = 1 << 20
 	}
+	cfg.StreamWindow = max(cfg.StreamWindow, InitialStreamWindow)
 	if cfg.ConnWindow == 0 {
 		cfg.ConnWindow = 16 << 20
 	}
+	cfg.ConnWindow = max(cfg.ConnWindow, InitialConnWindow, cfg.StreamWindow)
 	if cfg.StreamSendBuffer == 0 {
 		cfg.StreamSendBuffer = 1 << 20
 	}

@@ -34,11 +34,77 @@ type node struct {
 	pkts  []Packet
 	msgs  []wire.Message // copies of received messages
 	onMsg func(c *Conn, m *wire.Message)
+
+	// the stream application: what is left to write, what was read
+	toWrite map[*Stream][]byte
+	closeAfter map[*Stream]bool
+	got     map[uint64][]byte
+	fin     map[uint64]bool
+	closed  []Event
 }
 
-func (n *node) Receive(now time.Time, d netsim.Datagram) { n.ep.Receive(d.Data, d.From, now) }
+func (n *node) Receive(now time.Time, d netsim.Datagram) {
+	n.ep.Receive(d.Data, d.From, now)
+	n.app()
+}
+
+// app reacts to events like an application: reads readable streams and
+// writes what is pending where there is room.
+func (n *node) app() {
+	for {
+		ev, ok := n.ep.PollEvent()
+		if !ok {
+			break
+		}
+		switch ev.Kind {
+		case EventStreamReadable, EventStreamOpened:
+			n.read(ev.Stream)
+		case EventClosed:
+			n.closed = append(n.closed, ev)
+		}
+	}
+	for s, rest := range n.toWrite {
+		w, _ := s.Write(rest)
+		rest = rest[w:]
+		if len(rest) == 0 {
+			delete(n.toWrite, s)
+			if n.closeAfter[s] {
+				s.Close()
+			}
+		} else {
+			n.toWrite[s] = rest
+		}
+	}
+}
+
+func (n *node) read(s *Stream) {
+	if n.got == nil {
+		n.got, n.fin = map[uint64][]byte{}, map[uint64]bool{}
+	}
+	var buf [4096]byte
+	for {
+		k, fin, err := s.Read(buf[:])
+		n.got[s.ID()] = append(n.got[s.ID()], buf[:k]...)
+		if fin {
+			n.fin[s.ID()] = true
+		}
+		if k == 0 || err != nil {
+			return
+		}
+	}
+}
+
+func (n *node) write(s *Stream, data []byte, close bool) {
+	if n.toWrite == nil {
+		n.toWrite, n.closeAfter = map[*Stream][]byte{}, map[*Stream]bool{}
+	}
+	n.toWrite[s] = data
+	n.closeAfter[s] = close
+	n.app()
+}
 
 func (n *node) Transmit(now time.Time, out []netsim.Datagram) []netsim.Datagram {
+	n.app()
 	k := n.ep.Transmit(n.pkts, now)
 	for _, p := range n.pkts[:k] {
 		out = append(out, netsim.Datagram{From: n.addr, To: p.Addr, Data: p.Buf})

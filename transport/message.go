@@ -85,8 +85,10 @@ func (r *msgReader) pump(c *Conn, s *Stream) error {
 			s.consume(total)
 			continue
 		}
-		if uint64(total) > c.cfg.StreamWindow/2 {
-			r.big, r.need = make([]byte, 0, total), total // collect it as it comes
+		if uint64(total) > s.localMax-s.readOff {
+			// The message cannot complete inside the window: collect it as
+			// it comes, consuming the stream so the window moves on.
+			r.big, r.need = make([]byte, 0, total), total
 			continue
 		}
 		return nil
