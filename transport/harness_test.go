@@ -36,11 +36,11 @@ type node struct {
 	onMsg func(c *Conn, m *wire.Message)
 
 	// the stream application: what is left to write, what was read
-	toWrite map[*Stream][]byte
+	toWrite    map[*Stream][]byte
 	closeAfter map[*Stream]bool
-	got     map[uint64][]byte
-	fin     map[uint64]bool
-	closed  []Event
+	got        map[uint64][]byte
+	fin        map[uint64]bool
+	closed     []Event
 }
 
 func (n *node) Receive(now time.Time, d netsim.Datagram) {

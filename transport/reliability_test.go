@@ -3,9 +3,9 @@ package transport
 import (
 	"bytes"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"strconv"
-	mrand "math/rand/v2"
 	"testing"
 	"time"
 
