@@ -52,3 +52,75 @@ func TestHandshakeAndMessages(t *testing.T) {
 		t.Fatal("no response")
 	}
 }
+
+// A 16 MiB message (the largest MXP allows) arrives intact, across a lossy link.
+func TestLargestMessage(t *testing.T) {
+	lossy := netsim.LinkConfig{Delay: 5 * time.Millisecond, Loss: 0.02, Bandwidth: 1_000_000_000}
+	tn := newTestNet(t, 3, lossy, lossy, nil)
+	ca, _ := tn.dial()
+	big := pattern(42, wire.MaxPayloadSize)
+	small := []byte("after the big one")
+	if err := ca.SendMessage(scheduler.Bulk, &wire.Message{Type: wire.TypeStreamChunk, MessageID: 1, Payload: big}); err != nil {
+		t.Fatal(err)
+	}
+	for ca.SendMessage(scheduler.Bulk, &wire.Message{Type: wire.TypeStreamChunk, MessageID: 2, Payload: small}) == ErrWouldBlock {
+		tn.sim.RunFor(50 * time.Millisecond)
+	}
+	tn.sim.Wake(tn.a.addr)
+	if !tn.sim.RunUntil(func() bool { return len(tn.b.msgs) == 2 }, 120*time.Second) {
+		t.Fatalf("%d of 2 messages; client %+v", len(tn.b.msgs), ca.Stats())
+	}
+	if !bytes.Equal(tn.b.msgs[0].Payload, big) || !bytes.Equal(tn.b.msgs[1].Payload, small) {
+		t.Fatal("messages corrupted or out of order")
+	}
+	t.Logf("16 MiB over a 2%%-loss link: %+v", ca.Stats())
+}
+
+func TestDatagrams(t *testing.T) {
+	tn := newTestNet(t, 4, clean, clean, func(c *Config) { c.DatagramQueue = 8 })
+	ca, _ := tn.dial()
+	if err := ca.SendDatagram(make([]byte, ca.MaxDatagramPayload()+1)); err != ErrDatagramTooLarge {
+		t.Fatalf("oversized datagram: %v", err)
+	}
+	for i := range 20 { // more than the queue holds: the oldest are dropped
+		if err := ca.SendDatagram([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ca.Stats().DatagramsDropped != 12 {
+		t.Fatalf("dropped %d, want 12", ca.Stats().DatagramsDropped)
+	}
+	tn.sim.Wake(tn.a.addr)
+	tn.sim.RunUntil(func() bool { return len(tn.b.dgrams) == 8 }, 5*time.Second)
+	var got []byte
+	for _, d := range tn.b.dgrams {
+		got = append(got, d...)
+	}
+	if !bytes.Equal(got, []byte{12, 13, 14, 15, 16, 17, 18, 19}) {
+		t.Fatalf("datagrams %v", got)
+	}
+}
+
+// A peer that ignores our stream window gets a flow-control connection error.
+func TestFlowControlViolationClosesConnection(t *testing.T) {
+	tn := newTestNet(t, 5, clean, clean, func(c *Config) { c.StreamWindow = InitialStreamWindow })
+	ca, cb := tn.dial()
+	// Forge, with the client's keys, a StreamData frame past the server's window.
+	var payload []byte
+	payload = appendStreamDataHeader(payload, 0, InitialStreamWindow, 10)
+	payload = append(payload, make([]byte, 10)...)
+	pkt, _, err := ca.session.Seal(make([]byte, 0, 1500), wire.PacketFlagAckEliciting, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.b.ep.Receive(pkt, tn.a.addr, tn.sim.Now())
+	var ce *CloseError
+	if !errorsAs(cb.Err(), &ce) || ce.Code != CodeFlowControl {
+		t.Fatalf("server connection error %v, want a flow-control close", cb.Err())
+	}
+	tn.sim.Wake(tn.b.addr)
+	tn.sim.RunUntil(func() bool { return ca.Err() != nil }, 5*time.Second)
+	if !errorsAs(ca.Err(), &ce) || ce.Code != CodeFlowControl || !ce.Remote {
+		t.Fatalf("client learned %v, want the peer's flow-control close", ca.Err())
+	}
+}

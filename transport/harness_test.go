@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"errors"
 	mrand "math/rand/v2"
 	"net/netip"
 	"testing"
@@ -41,6 +42,7 @@ type node struct {
 	got        map[uint64][]byte
 	fin        map[uint64]bool
 	closed     []Event
+	dgrams     [][]byte
 }
 
 func (n *node) Receive(now time.Time, d netsim.Datagram) {
@@ -61,6 +63,8 @@ func (n *node) app() {
 			n.read(ev.Stream)
 		case EventClosed:
 			n.closed = append(n.closed, ev)
+		case EventDatagram:
+			n.dgrams = append(n.dgrams, ev.Data)
 		}
 	}
 	for s, rest := range n.toWrite {
@@ -188,3 +192,5 @@ func (tn *testNet) events(n *node) []Event {
 		evs = append(evs, ev)
 	}
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
