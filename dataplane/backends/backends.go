@@ -5,6 +5,7 @@ package backends
 import (
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
+	"github.com/mxp-dataplane/mxp/dataplane/uring"
 )
 
 // Names are the backend names accepted besides "auto", best first.
@@ -14,7 +15,7 @@ var Names = []string{"xdp", "uring", "portable"}
 func Candidates() []dataplane.Candidate {
 	return []dataplane.Candidate{
 		{Name: "xdp", Probe: dataplane.NotBuilt("xdp", "the AF_XDP backend is not in this build yet")},
-		{Name: "uring", Probe: dataplane.NotBuilt("uring", "the io_uring backend is not in this build yet")},
+		{Name: "uring", Probe: uring.Probe},
 		{Name: "portable", Probe: portable.Probe},
 	}
 }

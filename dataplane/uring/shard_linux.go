@@ -1,0 +1,371 @@
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/uring/ring"
+)
+
+// Fixed-file indexes registered with each ring.
+const (
+	fileSocket = 0
+	fileWake   = 1
+)
+
+// User data of the shard's requests: the kind in the top byte; sends carry
+// their chunk and message index.
+const (
+	udRecv   = 1 << 56
+	udWake   = 2 << 56
+	udSend   = 3 << 56
+	udCancel = 4 << 56
+	udKind   = 0xff << 56
+)
+
+// Ring sizes: a Send is at most one SQE per datagram of a batch; the CQ
+// holds every send, receive and wake completion that can be outstanding
+// (the kernel keeps any excess in its overflow list anyway).
+const (
+	sqEntries = 256
+	txChunks  = 8
+)
+
+// maxRxFailures is how many times in a row the receive may end with an
+// error other than ENOBUFS, without a datagram in between, before Recv
+// reports it.
+const maxRxFailures = 8
+
+// shardConn is one shard's socket and ring. Only the shard's goroutine
+// touches it, except Wake and Stats.
+type shardConn struct {
+	fd, wakeFD int
+	local      netip.AddrPort
+	v6         bool
+	gso, gro   bool
+	maxDgram   int
+	ring       *ring.Ring
+	features   Features
+	steering   io.Closer
+	stats      counters
+
+	closed      atomic.Bool
+	wakers      atomic.Int32 // Wake calls between their check of closed and their write
+	wakePending atomic.Bool  // an eventfd write not yet seen by the shard
+	wakeBuf     [8]byte
+	wakeArmed   bool
+
+	rx rxState
+	tx txState
+}
+
+// counters are Stats kept with atomics so Stats may read them from anywhere;
+// each is added once per batch.
+type counters struct {
+	rxPackets, rxBytes, rxCalls, rxGROSplits, rxDropped atomic.Uint64
+	txPackets, txBytes, txCalls, txGSOSends, txDropped  atomic.Uint64
+	wakeups                                             atomic.Uint64
+}
+
+func (c *shardConn) Stats() dataplane.Stats {
+	s := &c.stats
+	return dataplane.Stats{
+		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxCalls: s.rxCalls.Load(),
+		RxGROSplits: s.rxGROSplits.Load(), RxDropped: s.rxDropped.Load(),
+		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxCalls: s.txCalls.Load(),
+		TxGSOSends: s.txGSOSends.Load(), TxDropped: s.txDropped.Load(), Wakeups: s.wakeups.Load(),
+	}
+}
+
+func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
+
+func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardConn, err error) {
+	if !addr.IsValid() {
+		return nil, fmt.Errorf("invalid bind address %v", addr)
+	}
+	family := unix.AF_INET
+	if addr.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	// A blocking socket and eventfd: io_uring issues every operation
+	// without blocking and waits by polling; O_NONBLOCK would make the
+	// eventfd read complete at once with EAGAIN instead.
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	c = &shardConn{fd: fd, wakeFD: -1, v6: family == unix.AF_INET6, maxDgram: cfg.MaxDatagram}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return nil, os.NewSyscallError("setsockopt SO_REUSEPORT", err)
+	}
+	if c.v6 && addr.Addr().IsUnspecified() {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return nil, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
+		}
+	}
+	c.features.RecvBuffer = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, cfg.SocketBuffer)
+	c.features.SendBuffer = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, cfg.SocketBuffer)
+	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
+		return nil, fmt.Errorf("bind %v: %w", addr, err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, os.NewSyscallError("getsockname", err)
+	}
+	c.local = addrPortOf(sa)
+	if !cfg.DisableGSO {
+		_, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT)
+		c.gso = err == nil
+	}
+	if !cfg.DisableGRO {
+		c.gro = unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	}
+	c.features.GSO, c.features.GRO = c.gso, c.gro
+	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+
+	nbufs, bufSize := rxGeometry(c.gro, cfg.MaxDatagram, b.RxBuffers)
+	cqEntries := uint32(1)
+	for cqEntries < uint32(txChunks*cfg.Batch+nbufs+16) {
+		cqEntries <<= 1
+	}
+	c.ring, err = ring.New(ring.Config{Entries: sqEntries, CQEntries: cqEntries, SQPoll: b.SQPoll, Flags: ring.SetupSubmitAll})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ring.RegisterFiles([]int32{int32(c.fd), int32(c.wakeFD)}); err != nil {
+		return nil, err
+	}
+	if err := c.rx.init(c.ring, nbufs, bufSize, c.gro); err != nil {
+		return nil, err
+	}
+	c.tx.init(cfg.Batch, cfg.MaxDatagram)
+	c.features.SQPoll = c.ring.Flags()&ring.SetupSQPoll != 0
+	c.features.RxBuffers, c.features.RxBufSize = nbufs, bufSize
+	c.features.RingFeatures = c.ring.Features()
+	c.features.SQEntries, c.features.CQEntries = c.ring.SQEntries(), c.ring.CQEntries()
+	// Nothing is submitted yet: the first Recv or Wait arms the receive and
+	// the wake read from the shard's own thread, whose task owns them (a
+	// thread that exits, like testnet's Do threads, cancels its requests).
+	return c, nil
+}
+
+func setBuffer(fd, force, plain, size int) int {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+	}
+	got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, plain)
+	return got
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// reap consumes every ready CQE: receive completions queue their buffers
+// for Recv, send completions free their chunk, the wake read is noted. The
+// counters are added once for the whole pass.
+func (c *shardConn) reap() {
+	r := c.ring
+	var tx txTally
+	for {
+		n := r.CQReady()
+		if n == 0 {
+			if !r.CQOverflowPending() {
+				break
+			}
+			if r.FlushOverflow() != nil {
+				break
+			}
+			if n = r.CQReady(); n == 0 {
+				break
+			}
+		}
+		for i := range n {
+			cqe := r.PeekCQE(i)
+			switch cqe.UserData & udKind {
+			case udRecv:
+				c.rx.complete(cqe)
+			case udSend:
+				c.tx.complete(cqe, &tx, &c.gso)
+			case udWake:
+				c.wakeArmed = false
+				c.wakePending.Store(false)
+			}
+		}
+		r.CQAdvance(n)
+	}
+	tx.add(&c.stats)
+}
+
+// arm prepares the requests that must be in flight: the multishot receive
+// (when the ring has buffers for it) and the wake read. It returns the
+// fatal error that ended the receive, if any.
+func (c *shardConn) arm() error {
+	r := &c.rx
+	if !r.armed && r.provided > 0 && r.slab != nil {
+		if r.failures > maxRxFailures {
+			return fmt.Errorf("uring: the multishot receive ended %d times in a row without a datagram: %w", r.failures, unix.Errno(r.lastErr))
+		}
+		sqe := c.getSQE()
+		if sqe == nil {
+			return nil
+		}
+		ring.PrepRecvmsgMultishot(sqe, fileSocket, true, &r.msg, bufGroup, udRecv)
+		r.armed = true
+	}
+	if !c.wakeArmed {
+		sqe := c.getSQE()
+		if sqe == nil {
+			return nil
+		}
+		ring.PrepRead(sqe, fileWake, true, c.wakeBuf[:], 0, udWake)
+		c.wakeArmed = true
+	}
+	return nil
+}
+
+// getSQE returns a free SQE, submitting what is queued to make room.
+func (c *shardConn) getSQE() *ring.SQE {
+	if sqe := c.ring.GetSQE(); sqe != nil {
+		return sqe
+	}
+	c.submit()
+	return c.ring.GetSQE()
+}
+
+// submit hands queued SQEs to the kernel. EBUSY and EAGAIN (the kernel is
+// short of room for completions) leave them queued for the next enter.
+func (c *shardConn) submit() error {
+	if c.ring.SQPending() == 0 {
+		return nil
+	}
+	_, err := c.ring.Submit()
+	switch err {
+	case nil, unix.EBUSY, unix.EAGAIN, unix.EINTR:
+		return nil
+	}
+	return os.NewSyscallError("io_uring_enter", err)
+}
+
+// Wait blocks in io_uring_enter until a completion arrives (a datagram, a
+// send completing, the wake read), or the deadline passes.
+func (c *shardConn) Wait(deadline time.Time) error {
+	c.reap()
+	if c.rx.ready() {
+		return nil
+	}
+	if err := c.arm(); err != nil {
+		return err
+	}
+	timeout := time.Duration(-1)
+	if !deadline.IsZero() {
+		if timeout = time.Until(deadline); timeout <= 0 {
+			return c.submit()
+		}
+	}
+	c.stats.wakeups.Add(1)
+	if err := c.ring.WaitCQEs(1, timeout); err != nil && err != unix.EBUSY && err != unix.EAGAIN {
+		return os.NewSyscallError("io_uring_enter", err)
+	}
+	return nil
+}
+
+// Wake makes the shard's Wait return: a write to the eventfd that the ring
+// has a read posted on. Writes are skipped while one is pending.
+func (c *shardConn) Wake() {
+	if c.closed.Load() || c.wakePending.Swap(true) {
+		return
+	}
+	c.wakers.Add(1)
+	if !c.closed.Load() {
+		one := [8]byte{1}
+		unix.Write(c.wakeFD, one[:])
+	}
+	c.wakers.Add(-1)
+}
+
+// Close cancels the ring's requests and waits for them to end (so the kernel
+// writes no more into the receive buffers), then releases the ring, the
+// buffers and the descriptors.
+func (c *shardConn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	for c.wakers.Load() != 0 {
+		runtime.Gosched()
+	}
+	var errs []error
+	drained := true
+	if c.ring != nil {
+		drained = c.drain()
+	}
+	errs = append(errs, c.rx.close(drained))
+	if c.ring != nil {
+		errs = append(errs, c.ring.Close())
+	}
+	if c.steering != nil {
+		errs = append(errs, c.steering.Close())
+	}
+	if c.fd >= 0 {
+		errs = append(errs, unix.Close(c.fd))
+	}
+	if c.wakeFD >= 0 {
+		errs = append(errs, unix.Close(c.wakeFD))
+	}
+	return errors.Join(errs...)
+}
+
+// drain cancels the receive and the wake read and waits, a bounded time,
+// until they and every send have completed.
+func (c *shardConn) drain() bool {
+	c.reap()
+	cancel := func(target uint64) {
+		if sqe := c.getSQE(); sqe != nil {
+			ring.PrepCancel(sqe, target, udCancel)
+		}
+	}
+	if c.rx.armed {
+		cancel(udRecv)
+	}
+	if c.wakeArmed {
+		cancel(udWake)
+	}
+	c.submit()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		c.reap()
+		if !c.rx.armed && !c.wakeArmed && c.tx.idle() {
+			return true
+		}
+		c.ring.WaitCQEs(1, 20*time.Millisecond)
+	}
+	return false
+}

@@ -1,0 +1,470 @@
+package uring
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/bpf"
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/portable"
+	"github.com/mxp-dataplane/mxp/wire"
+)
+
+// requireURing skips the test, naming what is missing, when the backend
+// cannot run here.
+func requireURing(t testing.TB) {
+	t.Helper()
+	if _, err := Probe(dataplane.Config{}); err != nil {
+		t.Skipf("io_uring backend unavailable here: %v", err)
+	}
+}
+
+func fillPattern(b []byte, seq uint64) {
+	binary.LittleEndian.PutUint64(b, seq)
+	for i := 8; i < len(b); i++ {
+		b[i] = byte(seq*13 + uint64(i))
+	}
+}
+
+func checkPattern(b []byte, size int) (uint64, error) {
+	if len(b) != size {
+		return 0, fmt.Errorf("datagram of %d bytes, want %d", len(b), size)
+	}
+	seq := binary.LittleEndian.Uint64(b)
+	for i := 8; i < len(b); i++ {
+		if b[i] != byte(seq*13+uint64(i)) {
+			return seq, fmt.Errorf("datagram %d corrupt at byte %d", seq, i)
+		}
+	}
+	return seq, nil
+}
+
+// echo sends every datagram back where it came from.
+type echo struct {
+	pending []dataplane.Packet
+	store   []byte
+}
+
+func (e *echo) Receive(pkts []dataplane.Packet, _ time.Time) {
+	for _, p := range pkts {
+		off := len(e.store)
+		e.store = append(e.store, p.Buf...)
+		e.pending = append(e.pending, dataplane.Packet{Buf: e.store[off:len(e.store):len(e.store)], Addr: p.Addr})
+	}
+}
+
+func (e *echo) Transmit(out []dataplane.Packet, _ time.Time) int {
+	n := min(len(out), len(e.pending))
+	for i := range n {
+		out[i].Buf = append(out[i].Buf[:0], e.pending[i].Buf...)
+		out[i].Addr = e.pending[i].Addr
+	}
+	e.pending = e.pending[n:]
+	if len(e.pending) == 0 {
+		e.pending, e.store = e.pending[:0], e.store[:0]
+	}
+	return n
+}
+
+func (e *echo) Deadline() time.Time { return time.Time{} }
+
+// pinger sends total numbered datagrams of size bytes to dst, keeping at
+// most window unanswered, and checks every echo.
+type pinger struct {
+	dst                 netip.AddrPort
+	size, total, window int
+	next                uint64
+	got                 atomic.Int64
+	seen                []bool
+	err                 atomic.Pointer[error]
+}
+
+func (p *pinger) fail(err error) { p.err.CompareAndSwap(nil, &err) }
+
+func (p *pinger) Receive(pkts []dataplane.Packet, _ time.Time) {
+	for _, q := range pkts {
+		seq, err := checkPattern(q.Buf, p.size)
+		if err != nil {
+			p.fail(err)
+			continue
+		}
+		if seq >= uint64(p.total) || p.seen[seq] {
+			p.fail(fmt.Errorf("datagram %d duplicated or unknown", seq))
+			continue
+		}
+		p.seen[seq] = true
+		p.got.Add(1)
+	}
+}
+
+func (p *pinger) Transmit(out []dataplane.Packet, _ time.Time) int {
+	n := 0
+	for n < len(out) && p.next < uint64(p.total) && int(p.next)-int(p.got.Load()) < p.window {
+		b := out[n].Buf[:p.size]
+		fillPattern(b, p.next)
+		out[n] = dataplane.Packet{Buf: b, Addr: p.dst}
+		p.next++
+		n++
+	}
+	return n
+}
+
+func (p *pinger) Deadline() time.Time { return time.Time{} }
+
+type pingResult struct{ client, server dataplane.Stats }
+
+// pingPongVia runs total datagrams from a client engine through an echoing
+// server engine.
+func pingPongVia(t *testing.T, sb dataplane.Backend, server dataplane.Config, cb dataplane.Backend, client dataplane.Config, size, total int) pingResult {
+	t.Helper()
+	srv, err := dataplane.Start(sb, server, func(int) dataplane.Handler { return &echo{} })
+	if err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	defer srv.Stop()
+	dst := srv.Conn(0).LocalAddr()
+	if dst.Addr().IsUnspecified() {
+		dst = netip.AddrPortFrom(client.Addr.Addr(), dst.Port())
+	}
+	p := &pinger{dst: dst, size: size, total: total, window: 256, seen: make([]bool, total)}
+	cli, err := dataplane.Start(cb, client, func(int) dataplane.Handler { return p })
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for p.got.Load() < int64(total) && p.err.Load() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cli.Stop(); err != nil {
+		t.Errorf("client stop: %v", err)
+	}
+	if e := p.err.Load(); e != nil {
+		t.Fatal(*e)
+	}
+	res := pingResult{client: cli.Stats(), server: srv.Stats()}
+	if got := p.got.Load(); got != int64(total) {
+		t.Fatalf("%d of %d echoes came back in time; client %+v server %+v", got, total, res.client, res.server)
+	}
+	return res
+}
+
+func pingPong(t *testing.T, bind netip.Addr, server, client dataplane.Config, size, total int) pingResult {
+	t.Helper()
+	requireURing(t)
+	server.Addr = netip.AddrPortFrom(bind, 0)
+	client.Addr = netip.AddrPortFrom(bind, 0)
+	return pingPongVia(t, &Backend{}, server, &Backend{}, client, size, total)
+}
+
+var loopback4 = netip.MustParseAddr("127.0.0.1")
+
+func TestProbe(t *testing.T) {
+	b, err := Probe(dataplane.Config{})
+	if err != nil {
+		var ue *dataplane.UnavailableError
+		if !errors.As(err, &ue) || !errors.Is(err, dataplane.ErrUnavailable) {
+			t.Fatalf("probe error %v is not an UnavailableError", err)
+		}
+		if ue.Feature == "" || ue.Reason == "" {
+			t.Fatalf("probe error %+v names no feature or reason", ue)
+		}
+		t.Skipf("io_uring backend unavailable here: %v", err)
+	}
+	if b.Name() != "uring" {
+		t.Fatalf("name %q", b.Name())
+	}
+}
+
+func TestPingPongBatches(t *testing.T) {
+	for _, size := range []int{8, 64, 1200, 1472} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			r := pingPong(t, loopback4, dataplane.Config{}, dataplane.Config{}, size, 20000)
+			if r.client.TxPackets != 20000 || r.server.RxPackets != 20000 || r.server.TxPackets != 20000 || r.client.RxPackets != 20000 {
+				t.Fatalf("counters: client %+v server %+v", r.client, r.server)
+			}
+			if r.client.TxCalls >= r.client.TxPackets/2 {
+				t.Errorf("%d send submissions for %d datagrams: not batching", r.client.TxCalls, r.client.TxPackets)
+			}
+			if r.client.RxDropped+r.server.RxDropped+r.client.TxDropped+r.server.TxDropped != 0 {
+				t.Errorf("drops: client %+v server %+v", r.client, r.server)
+			}
+		})
+	}
+}
+
+func TestIPv6Loopback(t *testing.T) {
+	pingPong(t, netip.MustParseAddr("::1"), dataplane.Config{}, dataplane.Config{}, 1200, 5000)
+}
+
+func TestDualStackServesIPv4(t *testing.T) {
+	requireURing(t)
+	srv := dataplane.Config{Addr: netip.MustParseAddrPort("[::]:0")}
+	cli := dataplane.Config{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
+	pingPongVia(t, &Backend{}, srv, &Backend{}, cli, 100, 2000)
+}
+
+// Each side on a different backend: the uring server echoes a portable
+// client's datagrams, and the other way round.
+func TestInteropWithPortable(t *testing.T) {
+	requireURing(t)
+	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)}
+	pingPongVia(t, &Backend{}, cfg, &portable.Backend{}, cfg, 1200, 10000)
+	pingPongVia(t, &portable.Backend{}, cfg, &Backend{}, cfg, 1200, 10000)
+}
+
+// GSO on send with GRO off on receive: the kernel splits the super-datagrams
+// and each arrives in a provided buffer of its own.
+func TestGSOSendSplitByKernel(t *testing.T) {
+	r := pingPong(t, loopback4, dataplane.Config{DisableGRO: true}, dataplane.Config{DisableGRO: true}, 1200, 20000)
+	if r.client.TxGSOSends == 0 {
+		t.Fatalf("no GSO sends: %+v", r.client)
+	}
+	if r.server.RxGROSplits != 0 {
+		t.Errorf("GRO was off but %d buffers were split", r.server.RxGROSplits)
+	}
+	if r.client.TxCalls > r.client.TxPackets/4 {
+		t.Errorf("GSO on, yet %d send submissions for %d datagrams", r.client.TxCalls, r.client.TxPackets)
+	}
+}
+
+// GSO on send and GRO on receive: a provided buffer holds a coalesced
+// super-datagram, split by the UDP_GRO segment size read from the cmsg.
+func TestGROReceiveSplit(t *testing.T) {
+	r := pingPong(t, loopback4, dataplane.Config{}, dataplane.Config{}, 1200, 20000)
+	if r.client.TxGSOSends == 0 {
+		t.Fatalf("no GSO sends: %+v", r.client)
+	}
+	if r.server.RxGROSplits == 0 {
+		t.Fatalf("no coalesced buffers split: %+v", r.server)
+	}
+	if r.server.RxCalls >= r.server.RxPackets {
+		t.Errorf("%d receive batches for %d datagrams", r.server.RxCalls, r.server.RxPackets)
+	}
+}
+
+func TestWithoutOffloads(t *testing.T) {
+	off := dataplane.Config{DisableGSO: true, DisableGRO: true}
+	r := pingPong(t, loopback4, off, off, 1200, 20000)
+	if r.client.TxGSOSends != 0 || r.server.TxGSOSends != 0 || r.server.RxGROSplits != 0 {
+		t.Fatalf("offloads used while disabled: client %+v server %+v", r.client, r.server)
+	}
+}
+
+// Datagrams longer than MaxDatagram are dropped and counted, on receive
+// (GRO off: the buffer is one byte longer than MaxDatagram) and on send.
+func TestOversizeDropped(t *testing.T) {
+	requireURing(t)
+	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0), MaxDatagram: 100, DisableGRO: true}
+	conns, err := (&Backend{}).Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := conns[0]
+	defer c.Close()
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c.Recv(nil) // arm
+	conn.Write(make([]byte, 101))
+	conn.Write(make([]byte, 100))
+	rx := make([]dataplane.Packet, 8)
+	got := 0
+	for deadline := time.Now().Add(2 * time.Second); got < 1 && time.Now().Before(deadline); {
+		n, err := c.Recv(rx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range rx[:n] {
+			if len(p.Buf) != 100 {
+				t.Errorf("datagram of %d bytes delivered", len(p.Buf))
+			}
+		}
+		got += n
+		c.Release(rx[:n])
+		if n == 0 {
+			c.Wait(time.Now().Add(10 * time.Millisecond))
+		}
+	}
+	if st := c.Stats(); got != 1 || st.RxDropped != 1 {
+		t.Fatalf("%d delivered, stats %+v: want 1 delivered and 1 dropped", got, st)
+	}
+	tx := make([]dataplane.Packet, 2)
+	if n := c.TxBuffers(tx); n != 2 {
+		t.Fatalf("%d send buffers", n)
+	}
+	if cap(tx[0].Buf) != 100 {
+		t.Fatalf("send buffer capacity %d, want MaxDatagram", cap(tx[0].Buf))
+	}
+	tx[0].Buf = append(tx[0].Buf, make([]byte, 50)...)
+	tx[0].Addr = netip.MustParseAddrPort("[2001:db8::1]:9") // not reachable from an IPv4 socket
+	if n, err := c.Send(tx[:1]); err != nil || n != 0 {
+		t.Fatalf("send to an IPv6 address from an IPv4 socket: %d, %v", n, err)
+	}
+	if st := c.Stats(); st.TxDropped != 1 {
+		t.Fatalf("stats %+v: want 1 send dropped", st)
+	}
+}
+
+// SK_REUSEPORT steering: every datagram reaches the shard its connection ID
+// names, though all come from one flow.
+type shardChecker struct {
+	shard, shards int
+	got, wrong    atomic.Int64
+}
+
+func (h *shardChecker) Receive(pkts []dataplane.Packet, _ time.Time) {
+	for _, p := range pkts {
+		if len(p.Buf) < 8 || int(p.Buf[wire.ConnIDShardOffset])%h.shards != h.shard {
+			h.wrong.Add(1)
+		}
+	}
+	h.got.Add(int64(len(pkts)))
+}
+func (*shardChecker) Transmit([]dataplane.Packet, time.Time) int { return 0 }
+func (*shardChecker) Deadline() time.Time                        { return time.Time{} }
+
+func TestBPFSteersByConnectionID(t *testing.T) {
+	requireURing(t)
+	const n, total = 2, 4000
+	hs := make([]*shardChecker, n)
+	e, err := dataplane.Start(&Backend{Steering: portable.SteerBPF}, dataplane.Config{Addr: netip.MustParseAddrPort("127.0.0.1:0"), Shards: n},
+		func(i int) dataplane.Handler { hs[i] = &shardChecker{shard: i, shards: n}; return hs[i] })
+	if errors.Is(err, bpf.ErrPermission) || errors.Is(err, bpf.ErrNotSupported) || errors.Is(err, bpf.ErrMemlock) {
+		t.Skipf("SK_REUSEPORT steering unavailable here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	if f, _ := FeaturesOf(e.Conn(0)); !f.SteeredByBPF {
+		t.Fatal("SteerBPF opened without BPF steering")
+	}
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(e.Conn(0).LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hdr := make([]byte, 32)
+	for i := range total {
+		cid := wire.MakeConnID(i%256, uint64(i)*0x9E3779B97F4A7C15)
+		binary.LittleEndian.PutUint64(hdr, cid)
+		if _, err := conn.Write(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if i%256 == 255 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	sum := func() (got, wrong int64) {
+		for _, h := range hs {
+			got, wrong = got+h.got.Load(), wrong+h.wrong.Load()
+		}
+		return
+	}
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if got, _ := sum(); got == total {
+			break
+		}
+	}
+	if got, wrong := sum(); got != total || wrong != 0 {
+		t.Fatalf("%d of %d datagrams arrived, %d on the wrong shard", got, total, wrong)
+	}
+	for i, h := range hs {
+		if h.got.Load() != total/n {
+			t.Errorf("shard %d got %d datagrams, want %d", i, h.got.Load(), total/n)
+		}
+	}
+}
+
+// Wake interrupts a Wait with no deadline, from another goroutine.
+func TestWakeInterruptsWait(t *testing.T) {
+	requireURing(t)
+	conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := conns[0]
+	defer c.Close()
+	for range 3 {
+		go func() { time.Sleep(20 * time.Millisecond); c.Wake() }()
+		start := time.Now()
+		if err := c.Wait(time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Wait returned after %v", d)
+		}
+	}
+	start := time.Now()
+	if err := c.Wait(time.Now().Add(30 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 20*time.Millisecond {
+		t.Errorf("Wait with a 30ms deadline and nothing to do returned after %v", d)
+	}
+}
+
+// openFDs and uringMappings count the process's descriptors and io_uring
+// mappings, to check that Close leaves nothing behind.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func uringMappings(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "io_uring")
+}
+
+func openPair(t *testing.T, b *Backend, cfg dataplane.Config) (a, z *shardConn) {
+	t.Helper()
+	cfg.Addr = netip.AddrPortFrom(loopback4, 0)
+	open := func() *shardConn {
+		conns, err := b.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conns[0].Close() })
+		return conns[0].(*shardConn)
+	}
+	return open(), open()
+}
+
+// checkAccounting verifies that every receive buffer is either in the
+// kernel's ring or held by us exactly once, and that no send is in flight.
+func checkAccounting(t *testing.T, c *shardConn) {
+	t.Helper()
+	c.reap()
+	r := &c.rx
+	busy := 0
+	for bid, b := range r.busy {
+		if b {
+			busy++
+		}
+		if r.refs[bid] != 0 {
+			t.Errorf("buffer %d still has %d datagrams out", bid, r.refs[bid])
+		}
+	}
+	if r.provided+busy != r.nbufs {
+		t.Errorf("%d buffers in the ring + %d held = %d, want %d", r.provided, busy, r.provided+busy, r.nbufs)
+	}
+	if busy != r.qLen+boolInt(r.splitting) {
+		t.Errorf("%d buffers held but %d queued and %d being split", busy, r.qLen, boolInt(r.splitting))
+	}
+}
