@@ -754,13 +754,15 @@ func (c *Conn) onAck(a *wire.AckFrame, now time.Time) {
 	if !c.haveAcked || a.Largest > c.largestAcked {
 		c.largestAcked, c.haveAcked = a.Largest, true
 	}
-	if largestNew.pn == a.Largest && ackedElicit {
-		c.updateRTT(now.Sub(largestNew.time), time.Duration(a.AckDelayMicros)*time.Microsecond)
+	// largestNew points into c.sent, which detectLoss compacts: copy first.
+	largestPN, largestSent := largestNew.pn, largestNew.time
+	if largestPN == a.Largest && ackedElicit {
+		c.updateRTT(now.Sub(largestSent), time.Duration(a.AckDelayMicros)*time.Microsecond)
 	}
 	c.ptoCount = 0
 	c.detectLoss(now)
 	if newlyAcked > 0 {
-		c.cong.OnAcked(now, newlyAcked, largestNew.time, c.rtt, c.inFlight)
+		c.cong.OnAcked(now, newlyAcked, largestSent, c.rtt, c.inFlight)
 	}
 	c.compactSent()
 	c.ep.wantSend(c)

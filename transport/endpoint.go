@@ -304,19 +304,24 @@ func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
 		n++
 	}
 	e.runTimers(now)
-	for len(e.active) > 0 && n < len(out) {
+	// Round robin over the connections with work, up to burstPackets each
+	// per turn (long enough runs for GSO, short enough to be fair).
+	for turns := len(e.active); turns > 0 && len(e.active) > 0 && n < len(out); turns-- {
 		c := e.active[0]
-		for n < len(out) {
+		e.active = e.active[1:]
+		c.activeFlag = false
+		sent := 0
+		for n < len(out) && sent < burstPackets {
 			pkt := c.transmit(out[n].Buf[:0], now)
 			if pkt == nil {
 				break
 			}
 			out[n].Buf, out[n].Addr = pkt, c.peer
 			n++
+			sent++
 		}
-		if n < len(out) || !c.hasWork(now) {
-			c.activeFlag = false
-			e.active = e.active[1:]
+		if sent > 0 && c.hasWork(now) {
+			e.wantSend(c) // to the back of the line
 		}
 	}
 	if len(e.active) == 0 {
@@ -324,6 +329,10 @@ func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
 	}
 	return n
 }
+
+// burstPackets is how many packets one connection sends before the next
+// connection with work gets its turn.
+const burstPackets = 16
 
 // runTimers fires every connection timer due by now.
 func (e *Endpoint) runTimers(now time.Time) {

@@ -43,6 +43,9 @@ type node struct {
 	fin        map[uint64]bool
 	closed     []Event
 	dgrams     [][]byte
+	source     map[*Stream]int64   // bytes still to write from an endless source
+	count      map[[2]uint64]int64 // bytes read per (connection ID, stream ID)
+	discard    bool                // count only, keep nothing
 }
 
 func (n *node) Receive(now time.Time, d netsim.Datagram) {
@@ -67,6 +70,16 @@ func (n *node) app() {
 			n.dgrams = append(n.dgrams, ev.Data)
 		}
 	}
+	for s, left := range n.source {
+		for left > 0 {
+			w, _ := s.Write(zeros[:min(left, int64(len(zeros)))])
+			if w == 0 {
+				break
+			}
+			left -= int64(w)
+		}
+		n.source[s] = left
+	}
 	for s, rest := range n.toWrite {
 		w, _ := s.Write(rest)
 		rest = rest[w:]
@@ -83,12 +96,15 @@ func (n *node) app() {
 
 func (n *node) read(s *Stream) {
 	if n.got == nil {
-		n.got, n.fin = map[uint64][]byte{}, map[uint64]bool{}
+		n.got, n.fin, n.count = map[uint64][]byte{}, map[uint64]bool{}, map[[2]uint64]int64{}
 	}
-	var buf [4096]byte
+	var buf [16384]byte
 	for {
 		k, fin, err := s.Read(buf[:])
-		n.got[s.ID()] = append(n.got[s.ID()], buf[:k]...)
+		n.count[[2]uint64{s.conn.cid, s.ID()}] += int64(k)
+		if !n.discard {
+			n.got[s.ID()] = append(n.got[s.ID()], buf[:k]...)
+		}
 		if fin {
 			n.fin[s.ID()] = true
 		}
@@ -194,3 +210,5 @@ func (tn *testNet) events(n *node) []Event {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+var zeros = make([]byte, 64<<10)

@@ -59,6 +59,18 @@ const (
 	ExitLoss                         // a congestion event
 )
 
+func (e SlowStartExit) String() string {
+	switch e {
+	case ExitNone:
+		return "none"
+	case ExitHyStart:
+		return "hystart"
+	case ExitLoss:
+		return "loss"
+	}
+	return "SlowStartExit(?)"
+}
+
 // NewCubic returns a CUBIC controller for datagrams of at most maxDatagram
 // bytes: initial window 10 datagrams, minimum 2.
 func NewCubic(maxDatagram int) Controller { return newCubic(maxDatagram) }

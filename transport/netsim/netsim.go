@@ -53,9 +53,11 @@ type LinkConfig struct {
 	// delay in [0, Jitter) to each datagram independently (so a large jitter
 	// also reorders).
 	Delay, Jitter time.Duration
-	// Loss, Duplicate and Reorder are per-datagram probabilities. A
-	// reordered datagram gets an extra uniform delay in [0, ReorderDelay).
-	// A duplicate is an extra copy with its own jitter.
+	// Loss, Duplicate and Reorder are per-datagram probabilities. Loss
+	// happens on the wire, after the bandwidth queue (a lost datagram has
+	// used its serialization time). A duplicate is an extra copy with its
+	// own jitter that uses no bandwidth. A reordered datagram (each copy
+	// drawn separately) gets an extra uniform delay in [0, ReorderDelay).
 	Loss, Duplicate, Reorder float64
 	ReorderDelay             time.Duration
 	// Bandwidth in bits per second; 0 means infinite (no serialization).
