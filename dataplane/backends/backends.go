@@ -6,6 +6,7 @@ import (
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/dataplane/uring"
+	"github.com/mxp-dataplane/mxp/dataplane/xdp"
 )
 
 // Names are the backend names accepted besides "auto", best first.
@@ -14,7 +15,7 @@ var Names = []string{"xdp", "uring", "portable"}
 // Candidates returns the backends to probe, best first.
 func Candidates() []dataplane.Candidate {
 	return []dataplane.Candidate{
-		{Name: "xdp", Probe: dataplane.NotBuilt("xdp", "the AF_XDP backend is not in this build yet")},
+		{Name: "xdp", Probe: xdp.Probe},
 		{Name: "uring", Probe: uring.Probe},
 		{Name: "portable", Probe: portable.Probe},
 	}
