@@ -486,3 +486,16 @@ func BenchmarkNextSentChurn(b *testing.B) {
 		s.Sent(id, 64, false)
 	}
 }
+
+func TestReserve(t *testing.T) {
+	s := New(DefaultWeights, 1200)
+	s.Reserve(256)
+	id := uint64(0)
+	if a := testing.AllocsPerRun(200, func() { s.Register(id, Class(id%3)); id++ }); a != 0 {
+		t.Fatalf("Register after Reserve: %v allocs", a)
+	}
+	s.Reserve(10) // smaller: no-op
+	if s.Queues() != 201 {
+		t.Fatalf("Queues = %d", s.Queues())
+	}
+}
