@@ -375,16 +375,18 @@ func (r *Responder) HandleInitiatorHello(pkt []byte, addr netip.AddrPort, now ti
 	if !hmac.Equal(want[:], m.mac1) {
 		return HelloResult{}, newError(KindAuthFailed, "mac1", nil)
 	}
+	// A valid cookie proves the sender receives at addr. Under load it is
+	// required; otherwise it is checked only when present.
 	addrValid := false
-	if underLoad {
-		if !r.cookies.validMAC2(addr, m.mac2Input, m.mac2, now) {
-			reply, err := r.cookieReply(m, addr, now)
-			if err != nil {
-				return HelloResult{}, err
-			}
-			return HelloResult{Reply: reply, CookieReply: true}, nil
+	if underLoad || !isZero(m.mac2) {
+		addrValid = r.cookies.validMAC2(addr, m.mac2Input, m.mac2, now)
+	}
+	if underLoad && !addrValid {
+		reply, err := r.cookieReply(m, addr, now)
+		if err != nil {
+			return HelloResult{}, err
 		}
-		addrValid = true
+		return HelloResult{Reply: reply, CookieReply: true}, nil
 	}
 
 	var hs *noise.HandshakeState
@@ -580,6 +582,14 @@ func (s *Session) HandleNewTicket(msg []byte, now time.Time) (Ticket, error) {
 		Suite:   s.suite,
 		Expires: now.Add(time.Duration(m.lifetime) * time.Second),
 	}, nil
+}
+
+func isZero(b []byte) bool {
+	var acc byte
+	for _, c := range b {
+		acc |= c
+	}
+	return acc == 0
 }
 
 func ticketSecret(resume [32]byte, seq uint64) [32]byte {

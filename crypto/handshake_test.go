@@ -367,10 +367,21 @@ func TestCookiePathUnderLoad(t *testing.T) {
 	if r, err := resp.HandleInitiatorHello(mustHello(t, ini3, t0), testAddr, muchLater, true); err != nil || !r.CookieReply {
 		t.Fatalf("cookie after two rotations: %v", err)
 	}
-	// Not under load, no cookie is needed.
+	// Not under load, no cookie is needed; a hello without one leaves the
+	// address unvalidated, a hello with a valid one validates it.
 	ini4, _ := NewInitiator(ic, rc.Identity.Public, 17)
-	if r, err := resp.HandleInitiatorHello(mustHello(t, ini4, t0), testAddr, t0, false); err != nil || r.CookieReply {
+	if r, err := resp.HandleInitiatorHello(mustHello(t, ini4, t0), testAddr, t0, false); err != nil || r.CookieReply || r.Session.Amplification().Validated() {
 		t.Fatalf("no load: %v", err)
+	}
+	if r, err := resp.HandleInitiatorHello(mustHello(t, ini3, muchLater), testAddr, muchLater, false); err != nil || r.CookieReply || r.Session.Amplification().Validated() {
+		t.Fatalf("stale cookie, no load: %v", err)
+	}
+	r5, _ := resp.HandleInitiatorHello(mustHello(t, ini3, muchLater), testAddr, muchLater, true)
+	if err := ini3.HandleCookieReply(r5.Reply, muchLater); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := resp.HandleInitiatorHello(mustHello(t, ini3, muchLater), testAddr, muchLater, false); err != nil || !r.Session.Amplification().Validated() {
+		t.Fatalf("fresh cookie, no load: %v", err)
 	}
 }
 
