@@ -60,6 +60,7 @@ type simSender struct {
 	lostPkts  int
 	congEvts  int
 	maxWindow int
+	buf       []byte
 }
 
 func newSender(id byte, start time.Time, c cc.Controller) *simSender {
@@ -189,7 +190,11 @@ func (s *simSender) transmit(now time.Time, out []netsim.Datagram, to netsim.Add
 	s.lastSent = now
 	s.cc.OnSent(now, pktSize, s.bytes)
 	s.pacer.OnSent(now, pktSize, cwnd, s.rtt)
-	b := make([]byte, pktSize)
+	// One packet per call, and the simulator copies before the next one.
+	if s.buf == nil {
+		s.buf = make([]byte, pktSize)
+	}
+	b := s.buf
 	b[0] = s.id
 	binary.BigEndian.PutUint64(b[1:], uint64(seq))
 	return append(out, netsim.Datagram{To: to, Data: b})
