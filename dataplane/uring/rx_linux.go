@@ -70,11 +70,11 @@ type rxState struct {
 	msg     unix.Msghdr // the recvmsg template: only its lengths matter
 	dummy   [8]byte     // Name/Control point here: never written by multishot
 
-	armed    bool   // the multishot request is in flight
-	provided int    // buffers in the kernel's ring
-	lastErr  int32  // the errno that last ended the request
-	failures int    // consecutive ends by an error (not ENOBUFS) without a datagram
-	enobufs  uint64 // ends for want of a provided buffer
+	armed    bool    // the multishot request is in flight
+	provided int     // buffers in the kernel's ring
+	lastErr  int32   // the errno that last ended the request
+	failures int     // consecutive ends by an error (not ENOBUFS) without a datagram
+	enobufs  uint64  // ends for want of a provided buffer
 	refs     []int32 // per buffer: datagrams handed out, not yet released
 	busy     []bool  // per buffer: with the application (queued, being split or handed out)
 

@@ -1,0 +1,93 @@
+package uring
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/portable"
+	"github.com/mxp-dataplane/mxp/testnet"
+)
+
+// inNetns opens a backend's sockets and rings inside a test host's namespace.
+type inNetns struct {
+	dataplane.Backend
+	host *testnet.Host
+}
+
+func (b *inNetns) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err error) {
+	if e := b.host.Do(func() error { conns, err = b.Backend.Open(cfg); return err }); e != nil && err == nil {
+		err = e
+	}
+	return conns, err
+}
+
+// Across a veth pair between two namespaces: every datagram arrives intact
+// with the offloads on and off, over IPv6, and with a portable peer. The
+// rings are opened on Do's short-lived threads and used from the shards'.
+func TestAcrossVeth(t *testing.T) {
+	testnet.Require(t)
+	requireURing(t)
+	topo, err := testnet.New(testnet.Config{Prefix: "mxpuring", IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Errorf("topology close: %v", err)
+		}
+	})
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	off := dataplane.Config{DisableGSO: true, DisableGRO: true}
+	for _, c := range []struct {
+		name         string
+		cfg          dataplane.Config
+		noGRO        bool // on the server only
+		v6           bool
+		size         int
+		portablePeer bool
+		wantGSO      bool
+		wantNone     bool
+	}{
+		{name: "1200B-offloads", size: 1200, wantGSO: true},
+		{name: "64B-offloads", size: 64, wantGSO: true},
+		{name: "1200B-no-offloads", cfg: off, size: 1200, wantNone: true},
+		{name: "1200B-ipv6", size: 1200, v6: true, wantGSO: true},
+		{name: "1200B-gso-to-no-gro", size: 1200, noGRO: true, wantGSO: true},
+		{name: "1200B-portable-client", size: 1200, portablePeer: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv, cli := c.cfg, c.cfg
+			srv.DisableGRO = srv.DisableGRO || c.noGRO
+			srv.Addr, cli.Addr = netip.AddrPortFrom(b.IPv4, 0), netip.AddrPortFrom(a.IPv4, 0)
+			if c.v6 {
+				srv.Addr, cli.Addr = netip.AddrPortFrom(b.IPv6, 0), netip.AddrPortFrom(a.IPv6, 0)
+			}
+			var cb dataplane.Backend = &inNetns{Backend: &Backend{}, host: a}
+			if c.portablePeer {
+				cb = &inNetns{Backend: &portable.Backend{}, host: a}
+			}
+			r := pingPongVia(t, &inNetns{Backend: &Backend{}, host: b}, srv, cb, cli, c.size, 20000)
+			if c.wantGSO && r.client.TxGSOSends == 0 {
+				t.Errorf("no GSO sends across veth: %+v", r.client)
+			}
+			if c.wantNone && (r.client.TxGSOSends != 0 || r.server.RxGROSplits != 0) {
+				t.Errorf("offloads used while disabled: client %+v server %+v", r.client, r.server)
+			}
+			if c.noGRO && r.server.RxGROSplits != 0 {
+				t.Errorf("server without GRO split %d buffers", r.server.RxGROSplits)
+			}
+			if r.server.RxPackets != 20000 || r.server.TxPackets != 20000 {
+				t.Errorf("server counters %+v", r.server)
+			}
+			t.Logf("client %s", fmtStats(r.client))
+			t.Logf("server %s", fmtStats(r.server))
+		})
+	}
+}
+
+func fmtStats(s dataplane.Stats) string {
+	return fmt.Sprintf("rx %d in %d batches (%d GRO splits), tx %d in %d submissions (%d GSO sends), dropped rx %d tx %d, waits %d",
+		s.RxPackets, s.RxCalls, s.RxGROSplits, s.TxPackets, s.TxCalls, s.TxGSOSends, s.RxDropped, s.TxDropped, s.Wakeups)
+}
