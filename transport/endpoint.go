@@ -151,6 +151,7 @@ type Endpoint struct {
 	events     []Event
 	evHead     int
 	ackScratch []wire.AckRange
+	msgScratch wire.Message
 	replies    []Packet // stateless cookie replies
 	handshakes int
 	stats      EndpointStats

@@ -37,6 +37,7 @@ func (c *Conn) SendMessage(class scheduler.Class, m *wire.Message) error {
 	if len(s.buf) > 0 && len(s.buf)+n > c.cfg.StreamSendBuffer {
 		return ErrWouldBlock
 	}
+	s.reserve(n)
 	buf, err := wire.AppendMessage(s.buf, m)
 	if err != nil {
 		return err
@@ -97,12 +98,14 @@ func (r *msgReader) pump(c *Conn, s *Stream) error {
 
 // deliver decodes one whole encoded message and hands it to OnMessage.
 func (c *Conn) deliver(b []byte) error {
-	m, _, err := wire.DecodeMessage(b)
-	if err != nil {
+	var err error
+	m := &c.ep.msgScratch // reused: a local would escape through OnMessage
+	if *m, _, err = wire.DecodeMessage(b); err != nil {
 		return &CloseError{Code: CodeProtocolViolation, Reason: "bad MXP message: " + err.Error()}
 	}
 	if c.cfg.OnMessage != nil {
-		c.cfg.OnMessage(c, &m)
+		c.cfg.OnMessage(c, m)
 	}
+	*m = wire.Message{}
 	return nil
 }

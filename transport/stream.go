@@ -14,8 +14,10 @@ type Stream struct {
 	conn  *Conn
 	class scheduler.Class
 
-	// Sending: buf holds the bytes [sendBase, writeEnd) not yet acknowledged.
+	// Sending: buf holds the bytes [sendBase, writeEnd) not yet
+	// acknowledged, inside backing, which is reused once they are.
 	buf        []byte
+	backing    []byte
 	sendBase   uint64   // lowest unacknowledged offset
 	sendNext   uint64   // next offset never sent
 	retrans    rangeSet // lost ranges to send again
@@ -72,6 +74,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	}
 	room := s.conn.cfg.StreamSendBuffer - len(s.buf)
 	n := min(len(p), max(room, 0))
+	s.reserve(n)
 	s.buf = append(s.buf, p[:n]...)
 	if n > 0 {
 		s.conn.streamReady(s)
@@ -81,6 +84,20 @@ func (s *Stream) Write(p []byte) (int, error) {
 		return n, ErrWouldBlock
 	}
 	return n, nil
+}
+
+// reserve makes room for n more bytes in buf without reallocating on every
+// append: the unacknowledged bytes move to the front of backing when they
+// fit, else to a backing twice as large.
+func (s *Stream) reserve(n int) {
+	if cap(s.buf)-len(s.buf) >= n {
+		return
+	}
+	need := len(s.buf) + n
+	if cap(s.backing) < need {
+		s.backing = make([]byte, 0, max(2*need, 4096))
+	}
+	s.buf = append(s.backing[:0], s.buf...)
 }
 
 // Close ends the sending side: the peer reads FIN after the data written.
@@ -274,7 +291,10 @@ func (s *Stream) onAcked(off, n uint64, fin bool) {
 		s.sendBase = nb
 		s.acked.removeBelow(nb)
 		if len(s.buf) == 0 {
-			s.buf = nil
+			s.buf = s.backing[:0]
+			if cap(s.backing) > 64<<10 {
+				s.buf, s.backing = nil, nil // an idle stream keeps no big buffer
+			}
 		}
 		s.conn.writable(s)
 	}
