@@ -514,6 +514,10 @@ func (s *Sim) send(d Datagram) {
 		if l.head == len(l.fifo) {
 			l.fifo = l.fifo[:0]
 			l.head = 0
+		} else if l.head >= 1024 && l.head*2 >= len(l.fifo) {
+			// A queue that never empties: reclaim the retired prefix.
+			l.fifo = l.fifo[:copy(l.fifo, l.fifo[l.head:])]
+			l.head = 0
 		}
 		if l.qbytes+size > l.qlimit {
 			l.stats.QueueDrops++
