@@ -100,6 +100,10 @@ type Conn struct {
 	hsSent   int               // initiator: hellos sent so far
 	replyDue bool              // responder: the reply is due (again)
 
+	resetToken     [resetTokenLen]byte // initiator: the responder's stateless reset token
+	haveResetToken bool
+	sendResetToken bool // responder: the token is due
+
 	activeFlag      bool      // in the endpoint's active list
 	paceAt          time.Time // pacing holds data until then
 	lastFillElicits bool      // the packet being built carries an ack-eliciting frame without a sentFrame
@@ -609,6 +613,10 @@ func (c *Conn) established(now time.Time) {
 		c.sendConnMax = true // announce our window
 		c.control = true
 	}
+	if !c.initiator {
+		c.sendResetToken = true
+		c.control = true
+	}
 	c.ep.emit(Event{Kind: EventConnected, Conn: c})
 	c.ep.wantSend(c)
 }
@@ -669,6 +677,11 @@ func (c *Conn) handleFrames(p []byte, now time.Time) (ackEliciting bool, err err
 				return ackEliciting, &CloseError{Code: f.Code, Reason: string(f.Data), Remote: true}
 			case ControlPathChallenge:
 				// answered by the packet's ACK; path validation is future work
+			case ControlResetToken:
+				if c.initiator {
+					copy(c.resetToken[:], f.Data)
+					c.haveResetToken = true
+				}
 			}
 		case FrameStreamMaxData:
 			if s := c.streams[f.Stream]; s != nil && f.Limit > s.peerMax {
@@ -885,6 +898,11 @@ func (c *Conn) requeue(f sentFrame) {
 		c.queueControl()
 	case FrameCrypto:
 		// tickets are best effort
+	case FrameControl:
+		if f.stream == uint64(ControlResetToken) {
+			c.sendResetToken = true
+			c.queueControl()
+		}
 	}
 }
 
@@ -1007,6 +1025,13 @@ func (c *Conn) appendAck(p []byte, now time.Time) []byte {
 func (c *Conn) fill(p []byte, limit int, frames []sentFrame) ([]byte, []sentFrame) {
 	if c.control {
 		c.control = false
+		if c.sendResetToken && len(p)+18 <= limit {
+			c.sendResetToken = false
+			tok := c.ep.resetToken(c.cid)
+			p = append(p, byte(FrameControl), ControlResetToken)
+			p = append(p, tok[:]...)
+			frames = append(frames, sentFrame{kind: FrameControl, stream: uint64(ControlResetToken)})
+		}
 		if c.sendConnMax && len(p)+connMaxDataLen <= limit {
 			c.sendConnMax = false
 			p = appendConnMaxData(p, c.localConnMax)

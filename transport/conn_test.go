@@ -124,3 +124,39 @@ func TestFlowControlViolationClosesConnection(t *testing.T) {
 		t.Fatalf("client learned %v, want the peer's flow-control close", ca.Err())
 	}
 }
+
+// A responder that lost its state (restarted with the same key) resets the
+// initiator's connection at once instead of leaving it to the idle timeout.
+func TestStatelessResetAfterRestart(t *testing.T) {
+	tn := newTestNet(t, 12, clean, clean, nil)
+	ca, _ := tn.dial()
+	tn.sim.RunFor(100 * time.Millisecond) // the token arrives
+	if !ca.haveResetToken {
+		t.Fatal("no reset token from the responder")
+	}
+	// Restart b: a new endpoint with the same identity and no connections.
+	ep, err := NewEndpoint(tn.b.ep.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.b.ep = ep
+	if err := ca.SendMessage(scheduler.Control, &wire.Message{Type: wire.TypeAgentHeartbeat, Payload: make([]byte, 40)}); err != nil {
+		t.Fatal(err)
+	}
+	tn.sim.Wake(tn.a.addr)
+	if !tn.sim.RunUntil(func() bool { return ca.Err() != nil }, 2*time.Second) {
+		t.Fatal("the initiator never learned that the responder lost the connection")
+	}
+	if ca.Err() != ErrStatelessReset {
+		t.Fatalf("closed with %v, want ErrStatelessReset", ca.Err())
+	}
+	// A forged reset (wrong token) is ignored.
+	tn2 := newTestNet(t, 13, clean, clean, nil)
+	c2, _ := tn2.dial()
+	tn2.sim.RunFor(100 * time.Millisecond)
+	forged := tn2.a.ep.appendReset(nil, c2.cid) // a's key, not b's
+	tn2.a.ep.Receive(forged, tn2.b.addr, tn2.sim.Now())
+	if c2.Err() != nil {
+		t.Fatalf("a forged reset closed the connection: %v", c2.Err())
+	}
+}

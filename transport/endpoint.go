@@ -139,8 +139,12 @@ type Event struct {
 
 // EndpointStats counts what the endpoint did with packets no connection took.
 type EndpointStats struct {
-	UnknownConn, BadHandshake, CookieReplies, Refused uint64
+	UnknownConn, BadHandshake, CookieReplies, Refused, Resets uint64
 }
+
+// maxPendingReplies bounds the stateless replies (cookies, resets) queued
+// between two Transmit calls: beyond it, a flood is simply not answered.
+const maxPendingReplies = 1024
 
 // Endpoint holds the connections of one shard.
 type Endpoint struct {
@@ -212,6 +216,14 @@ func (e *Endpoint) Receive(pkt []byte, from netip.AddrPort, now time.Time) {
 	if pkt[wire.PacketOffsetFlags]&wire.PacketFlagHandshake == 0 {
 		if c == nil {
 			e.stats.UnknownConn++
+			// A connection we lost (a restart): tell the initiator, so it
+			// does not wait for its idle timeout. Only connections we
+			// accepted can be ours: their IDs were drawn by the initiator,
+			// so answer any, but never with more bytes than came in.
+			if len(pkt) > resetPacketLen && len(e.replies) < maxPendingReplies {
+				e.stats.Resets++
+				e.replies = append(e.replies, Packet{Buf: e.appendReset(nil, cid), Addr: from})
+			}
 			return
 		}
 		c.receive(pkt, from, now)
@@ -223,6 +235,10 @@ func (e *Endpoint) Receive(pkt []byte, from netip.AddrPort, now time.Time) {
 		return
 	}
 	switch typ {
+	case MsgStatelessReset:
+		if c != nil && c.initiator {
+			c.onReset(pkt, now)
+		}
 	case crypto.MsgInitiatorHello:
 		if c != nil {
 			if !c.initiator && c.state == stateHandshake && from == c.peer {
@@ -278,7 +294,9 @@ func (e *Endpoint) acceptHello(pkt []byte, cid uint64, from netip.AddrPort, now 
 	}
 	if res.CookieReply {
 		e.stats.CookieReplies++
-		e.replies = append(e.replies, Packet{Buf: res.Reply, Addr: from})
+		if len(e.replies) < maxPendingReplies {
+			e.replies = append(e.replies, Packet{Buf: res.Reply, Addr: from})
+		}
 		return
 	}
 	c := newConn(e, cid, from, false, now)

@@ -34,6 +34,7 @@ const (
 	ControlClose         uint8 = 0x02 // code u64 | u16 length | UTF-8 reason
 	ControlPathChallenge uint8 = 0x03 // 8 bytes
 	ControlPathResponse  uint8 = 0x04 // 8 bytes
+	ControlResetToken    uint8 = 0x05 // 16 bytes: the token of a stateless reset for this connection
 )
 
 // Fixed sizes of frame headers.
@@ -171,6 +172,12 @@ func ParseFrame(b []byte, off int, f *Frame) (int, error) {
 			}
 			f.Data = p[1:9:9]
 			return off + 10, nil
+		case ControlResetToken:
+			if len(p) < 17 {
+				return bad("truncated reset token")
+			}
+			f.Data = p[1:17:17]
+			return off + 18, nil
 		}
 		return bad("unknown control kind")
 	case FrameStreamMaxData:
