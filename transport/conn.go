@@ -210,6 +210,7 @@ func newConn(ep *Endpoint, cid uint64, peer netip.AddrPort, initiator bool, now 
 		lastHeard:    now,
 	}
 	c.rtt.Smoothed, c.rtt.Variance = cfg.InitialRTT, cfg.InitialRTT/2
+	c.pacer.MaxDatagram, c.pacer.Controller = cfg.MaxDatagramSize, c.cong // 2x rate in slow start
 	c.sched.Register(datagramQueue, scheduler.Interactive)
 	return c
 }
