@@ -59,10 +59,10 @@ func addrBytes(a netip.AddrPort) [18]byte {
 	return b
 }
 
-// CookieJar holds the responder's rotating cookie secret. A cookie is
+// cookieJar holds the responder's rotating cookie secret. A cookie is
 // MAC(secret, source address), so checking one needs no per-initiator state.
 // It is not safe for concurrent use.
-type CookieJar struct {
+type cookieJar struct {
 	rng       io.Reader
 	secret    [32]byte
 	prev      [32]byte
@@ -71,12 +71,12 @@ type CookieJar struct {
 	started   bool
 }
 
-// NewCookieJar makes a jar drawing secrets from rng (crypto/rand if nil).
-func NewCookieJar(rng io.Reader) *CookieJar {
-	return &CookieJar{rng: randOrDefault(rng)}
+// newCookieJar makes a jar drawing secrets from rng (crypto/rand if nil).
+func newCookieJar(rng io.Reader) *cookieJar {
+	return &cookieJar{rng: randOrDefault(rng)}
 }
 
-func (j *CookieJar) rotate(now time.Time) error {
+func (j *cookieJar) rotate(now time.Time) error {
 	if j.started && now.Sub(j.rotatedAt) < CookieRotation {
 		return nil
 	}
@@ -93,7 +93,7 @@ func (j *CookieJar) rotate(now time.Time) error {
 	return nil
 }
 
-func (j *CookieJar) cookie(addr netip.AddrPort, now time.Time) ([cookieLen]byte, error) {
+func (j *cookieJar) cookie(addr netip.AddrPort, now time.Time) ([cookieLen]byte, error) {
 	if err := j.rotate(now); err != nil {
 		return [cookieLen]byte{}, err
 	}
@@ -102,7 +102,7 @@ func (j *CookieJar) cookie(addr netip.AddrPort, now time.Time) ([cookieLen]byte,
 }
 
 // validMAC2 checks mac2 against cookies of the current and previous secret.
-func (j *CookieJar) validMAC2(addr netip.AddrPort, input, mac2 []byte, now time.Time) bool {
+func (j *cookieJar) validMAC2(addr netip.AddrPort, input, mac2 []byte, now time.Time) bool {
 	if err := j.rotate(now); err != nil {
 		return false
 	}

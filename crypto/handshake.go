@@ -330,7 +330,7 @@ type Responder struct {
 	cfg       *Config
 	mac1Key   [32]byte
 	cookieKey [32]byte
-	cookies   *CookieJar
+	cookies   *cookieJar
 }
 
 // NewResponder makes a responder for cfg.Identity.
@@ -342,7 +342,7 @@ func NewResponder(cfg *Config) (*Responder, error) {
 		cfg:       cfg,
 		mac1Key:   hashKey(labelMAC1, cfg.Identity.Public),
 		cookieKey: hashKey(labelCookie, cfg.Identity.Public),
-		cookies:   NewCookieJar(cfg.Rand),
+		cookies:   newCookieJar(cfg.Rand),
 	}, nil
 }
 
