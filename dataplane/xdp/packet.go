@@ -178,19 +178,29 @@ func buildHeaders(frame []byte, room, plen int, h *txHeader) int {
 	return start
 }
 
-// sumBytes adds b to the one's-complement sum s as big-endian 16-bit words.
+// sumBytes adds b to the one's-complement sum s as big-endian 16-bit words
+// (RFC 1071), eight bytes at a time into a 64-bit accumulator.
 func sumBytes(s uint32, b []byte) uint32 {
-	n := len(b) &^ 1
-	for i := 0; i < n; i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-		if s >= 1<<31 {
-			s = s&0xFFFF + s>>16
-		}
+	acc := uint64(s)
+	for len(b) >= 8 {
+		v := binary.BigEndian.Uint64(b)
+		acc += v >> 32
+		acc += v & 0xFFFFFFFF
+		b = b[8:]
 	}
-	if len(b)&1 != 0 {
-		s += uint32(b[len(b)-1]) << 8
+	for len(b) >= 2 {
+		acc += uint64(b[0])<<8 | uint64(b[1])
+		b = b[2:]
 	}
-	return s
+	if len(b) == 1 {
+		acc += uint64(b[0]) << 8
+	}
+	// Fold to 16 bits (32-bit words fold to the same 16-bit sum), so that
+	// callers may add small values to the result without overflow.
+	for acc>>16 != 0 {
+		acc = acc&0xFFFF + acc>>16
+	}
+	return uint32(acc)
 }
 
 func fold(s uint32) uint16 {

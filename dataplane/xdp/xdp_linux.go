@@ -44,6 +44,9 @@ const (
 	// txBudget is XDP_MAX_TX_SKB_BUDGET: descriptors the kernel sends per
 	// sendto in copy mode (its default is 32).
 	txBudget = 256
+	// txRetry is how long Wait sleeps at most while sent frames are yet to
+	// complete or the kernel refused to take more.
+	txRetry = 100 * time.Microsecond
 )
 
 // Backend is the AF_XDP backend. The zero value is ready to use.
@@ -487,6 +490,9 @@ type shardConn struct {
 	txRoom, txCap        int   // payload offset and capacity in a TX frame
 	txOut                []int // frames handed out by the last TxBuffers
 	maxTxInFlight        int
+	// txStarved: the last TxBuffers ran short while frames were in flight,
+	// so Wait must come back soon to reap completions (which wake no poll).
+	txStarved bool
 
 	srcMAC     [6]byte
 	src4, src6 netip.Addr
@@ -820,6 +826,7 @@ func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
 	}
 	c.txOut = c.txOut[:0]
 	k := 0
+	defer func() { c.txStarved = k < len(pkts) && c.fr.count[ownKernelTx] > 0 }()
 	for k < len(pkts) && c.fr.count[ownKernelTx]+k < c.maxTxInFlight {
 		i := c.fr.take(ownTxBuf)
 		if i < 0 {
@@ -937,9 +944,6 @@ func (c *shardConn) sendSocket(b []byte, dst netip.AddrPort) bool {
 // Wake is called, or the deadline passes. Frames left on the TX ring are
 // kicked first (poll on the AF_XDP socket kicks them too).
 func (c *shardConn) Wait(deadline time.Time) error {
-	if c.tx.pending() > 0 {
-		c.kick()
-	}
 	var ts *unix.Timespec
 	if !deadline.IsZero() {
 		d := time.Until(deadline)
@@ -948,6 +952,16 @@ func (c *shardConn) Wait(deadline time.Time) error {
 		}
 		t := unix.NsecToTimespec(d.Nanoseconds())
 		ts = &t
+	}
+	// Frames still on the TX ring (the kernel said EAGAIN: the device's
+	// queue is full) or awaited on the completion ring wake no poll: come
+	// back soon to kick and reap again.
+	if c.tx.pending() > 0 || c.txStarved {
+		c.kick()
+		if ts == nil || ts.Nano() > int64(txRetry) {
+			t := unix.NsecToTimespec(int64(txRetry))
+			ts = &t
+		}
 	}
 	fds := [3]unix.PollFd{
 		{Fd: int32(c.fd), Events: unix.POLLIN},

@@ -97,6 +97,9 @@ func recvEngine(r *Result, b dataplane.Backend, c commonFlags, ap netip.AddrPort
 	if err != nil {
 		return err
 	}
+	if v, ok := b.(interface{ Variant() string }); ok {
+		r.Backend = v.Variant() // e.g. xdp-copy or xdp-zerocopy, known once open
+	}
 	touch(ready)
 	lastOf := func() (l int64) {
 		for _, c := range counters {

@@ -106,7 +106,11 @@ func runReport(args []string) error {
 		if best == nil {
 			continue
 		}
-		row := Row{Backend: strings.Split(k, ":")[0], Payload: best.send.Payload, Shards: best.recv.Shards, Offloads: best.recv.Offloads,
+		name := strings.Split(k, ":")[0]
+		if best.recv.Backend != "" {
+			name = best.recv.Backend // the receiver's, with its variant (xdp-copy)
+		}
+		row := Row{Backend: name, Payload: best.send.Payload, Shards: best.recv.Shards, Offloads: best.recv.Offloads,
 			PPS: best.recv.PPS, Gbps: best.recv.Gbps, CPUNsPerPkt: best.recv.CPUNsPerPkt, SendCPUNsPerPk: best.send.CPUNsPerPkt,
 			Lost: int64(best.send.Packets) - int64(best.recv.Packets)}
 		if rs.max != nil {
