@@ -1,0 +1,148 @@
+package crypto
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestErrorsAreTypedAndDescriptive(t *testing.T) {
+	e := newError(KindTicket, "ticket expired", errors.New("cause"))
+	if !errors.Is(e, ErrTicket) || errors.Is(e, ErrReplay) {
+		t.Fatal("Is by kind")
+	}
+	if msg := e.Error(); !strings.Contains(msg, "Ticket") || !strings.Contains(msg, "ticket expired") || !strings.Contains(msg, "cause") {
+		t.Fatalf("message %q", msg)
+	}
+	if errors.Unwrap(e).Error() != "cause" {
+		t.Fatal("unwrap")
+	}
+	if ErrorKind(200).String() == "" || KindReplay.String() != "Replay" {
+		t.Fatal("kind names")
+	}
+	for k := KindMalformed; k <= KindInvalidArgument; k++ {
+		if strings.HasPrefix(k.String(), "ErrorKind(") {
+			t.Fatalf("kind %d has no name", k)
+		}
+	}
+}
+
+func TestInitiatorStateErrors(t *testing.T) {
+	ic, rc := testPeers(t)
+	if _, err := NewInitiator(ic, PublicKey{}, 1); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("zero peer: %v", err)
+	}
+	if _, err := NewResponder(&Config{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("no identity: %v", err)
+	}
+	ini, _ := NewInitiator(ic, rc.Identity.Public, 1)
+	if _, _, err := ini.HandleResponderHello(make([]byte, 100), t0); !errors.Is(err, ErrState) {
+		t.Fatalf("reply before hello: %v", err)
+	}
+	if err := ini.HandleCookieReply(make([]byte, 100), t0); !errors.Is(err, ErrState) {
+		t.Fatalf("cookie before hello: %v", err)
+	}
+	resp, _ := NewResponder(rc)
+	hello := mustHello(t, ini, t0)
+	if err := ini.UseTicket(&Ticket{}, nil, t0); !errors.Is(err, ErrState) {
+		t.Fatalf("ticket after hello: %v", err)
+	}
+	// Retransmission returns the same message with the same MACs.
+	if again := mustHello(t, ini, t0); string(again) != string(hello) {
+		t.Fatal("retransmitted hello differs")
+	}
+	res, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reply for another connection ID is refused.
+	other, _ := NewInitiator(ic, rc.Identity.Public, 2)
+	other.Hello(t0)
+	if _, _, err := other.HandleResponderHello(res.Reply, t0); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("foreign conn ID: %v", err)
+	}
+	is, fin, err := ini.HandleResponderHello(res.Reply, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ini.Hello(t0); !errors.Is(err, ErrState) {
+		t.Fatalf("hello after completion: %v", err)
+	}
+	if err := is.HandleInitiatorFinish(fin); !errors.Is(err, ErrState) {
+		t.Fatalf("finish on initiator: %v", err)
+	}
+	if _, err := res.Session.HandleNewTicket([]byte{5, 1}, t0); !errors.Is(err, ErrState) {
+		t.Fatalf("ticket on responder: %v", err)
+	}
+	if _, err := is.HandleNewTicket([]byte{5, 1, 0}, t0); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("short NewTicket: %v", err)
+	}
+	if _, err := res.Session.NewTicket(t0); !errors.Is(err, ErrState) {
+		t.Fatalf("ticket without TicketKeys: %v", err)
+	}
+	if typ, err := HandshakeType(fin); err != nil || typ != MsgInitiatorFinish {
+		t.Fatal(typ, err)
+	}
+	if _, err := HandshakeType(make([]byte, 10)); !errors.Is(err, ErrMalformed) {
+		t.Fatal(err)
+	}
+	if !is.IsInitiator() || res.Session.IsInitiator() || is.NextPacketNumber() != 0 || is.ConnID() != 1 {
+		t.Fatal("accessors")
+	}
+}
+
+func TestTicketKeysRotateAutomatically(t *testing.T) {
+	ic, rc := testPeers(t)
+	tk, _ := NewTicketKeys(newDetRand(60), t0, time.Hour)
+	rc.TicketKeys, rc.Strike = tk, NewStrikeRegister(4)
+	resp, _ := NewResponder(rc)
+	_, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 1, nil, nil)
+	first := tk.cur.id
+	if _, err := rs.NewTicket(t0.Add(30 * time.Minute)); err != nil || tk.cur.id != first {
+		t.Fatal("rotated too early")
+	}
+	if _, err := rs.NewTicket(t0.Add(61 * time.Minute)); err != nil || tk.cur.id == first || tk.prev.id != first {
+		t.Fatal("no automatic rotation after the period")
+	}
+	// The strike register forgets expired entries when it needs room.
+	r := NewStrikeRegister(2)
+	if !r.Use([16]byte{1}, t0.Add(time.Minute), t0) || !r.Use([16]byte{2}, t0.Add(time.Hour), t0) {
+		t.Fatal("first uses")
+	}
+	if r.Use([16]byte{3}, t0.Add(time.Hour), t0) {
+		t.Fatal("full register accepted")
+	}
+	if !r.Use([16]byte{3}, t0.Add(time.Hour), t0.Add(2*time.Minute)) || r.Len() != 2 {
+		t.Fatal("expired entry not reclaimed")
+	}
+	if r.Use([16]byte{2}, t0.Add(time.Hour), t0.Add(3*time.Minute)) {
+		t.Fatal("replay accepted")
+	}
+}
+
+func TestStaticSecretCacheForget(t *testing.T) {
+	c := NewStaticSecretCache(1)
+	a, b := mustIdentity(t, 1), mustIdentity(t, 2)
+	dh := &cachingDH{cache: c, id: &a, peer: func() []byte { return b.Public[:] }}
+	x, err := dh.DH(a.Private[:], b.Public[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, _ := dh.DH(a.Private[:], b.Public[:])
+	if string(x) != string(y) {
+		t.Fatal("cached value differs")
+	}
+	if h, m := c.Stats(); h != 1 || m != 1 {
+		t.Fatal(h, m)
+	}
+	c.Forget(a.Public, b.Public)
+	dh.DH(a.Private[:], b.Public[:])
+	if _, m := c.Stats(); m != 2 {
+		t.Fatal("forget did not drop the entry")
+	}
+	// A low-order point is refused, not cached.
+	if _, err := dh.DH(a.Private[:], make([]byte, 32)); err == nil {
+		t.Fatal("all-zero public key accepted")
+	}
+}
