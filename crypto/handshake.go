@@ -183,6 +183,10 @@ func (i *Initiator) UseTicket(t *Ticket, early []byte, now time.Time) error {
 	if !now.Before(t.Expires) {
 		return newError(KindTicket, "ticket expired", nil)
 	}
+	noiseLen := noiseMsg1Min + len(appendHelloPayload(nil, i.offer, false))
+	if helloPacketLen(noiseLen, len(t.Blob), len(early)+tagLen) > MaxHelloPacket {
+		return newError(KindInvalidArgument, "0-RTT data does not fit in the InitiatorHello", nil)
+	}
 	i.ticket = t
 	i.early = append([]byte(nil), early...)
 	return nil
@@ -211,11 +215,7 @@ func (i *Initiator) Hello(now time.Time) ([]byte, error) {
 		early = i.early
 		earlyCT = len(early) + tagLen
 	}
-	msgLen := 2 + 2 + len(i.noise) + 2 + len(ticket) + 2 + earlyCT + 2*macLen
-	pktLen := wire.PacketHeaderLen + msgLen
-	if pktLen < MinHelloPacket {
-		pktLen = MinHelloPacket
-	}
+	pktLen := helloPacketLen(len(i.noise), len(ticket), earlyCT)
 	if pktLen > MaxHelloPacket {
 		return nil, newError(KindInvalidArgument, "0-RTT data does not fit in the InitiatorHello", nil)
 	}
@@ -249,6 +249,12 @@ func (i *Initiator) Hello(now time.Time) ([]byte, error) {
 	}
 	pkt = append(pkt, mac2[:]...)
 	return pkt, nil
+}
+
+// helloPacketLen is the size of an InitiatorHello packet, padding included.
+func helloPacketLen(noiseLen, ticketLen, earlyCTLen int) int {
+	n := wire.PacketHeaderLen + 2 + 2 + noiseLen + 2 + ticketLen + 2 + earlyCTLen + 2*macLen
+	return max(n, MinHelloPacket)
 }
 
 // HandleCookieReply stores the cookie of a CookieReply answering our last

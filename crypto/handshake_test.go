@@ -553,11 +553,22 @@ func TestTicketRejections(t *testing.T) {
 		t.Fatalf("initiator issued a ticket: %v", err)
 	}
 	big := issue()
-	if err := ini.UseTicket(&big, make([]byte, 2000), t0); err != nil {
+	if err := ini.UseTicket(&big, make([]byte, 2000), t0); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("oversized 0-RTT: %v", err)
+	}
+	// The largest 0-RTT data that fits still produces a valid hello.
+	// header 32 | type, version | u16 + Noise msg 1 (payload: 2 suites = 4 bytes)
+	// | u16 + ticket | u16 + tag | mac1, mac2
+	fixed := 32 + 2 + 2 + noiseMsg1Min + 4 + 2 + ticketBlobLen + 2 + tagLen + 2*macLen
+	maxEarly := MaxHelloPacket - fixed
+	if err := ini.UseTicket(&big, make([]byte, maxEarly+1), t0); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("one byte too many: %v", err)
+	}
+	if err := ini.UseTicket(&big, make([]byte, maxEarly), t0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ini.Hello(t0); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("oversized 0-RTT: %v", err)
+	if h, err := ini.Hello(t0); err != nil || len(h) != MaxHelloPacket {
+		t.Fatalf("max 0-RTT hello: %v %d", err, len(h))
 	}
 }
 
