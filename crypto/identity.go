@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -28,6 +29,13 @@ type PublicKey [KeySize]byte
 
 // PrivateKey is an X25519 private key.
 type PrivateKey [KeySize]byte
+
+// String redacts the key, so that printing an Identity or a config with
+// fmt never leaks it. Use Identity.MarshalPrivateText to serialise it.
+func (PrivateKey) String() string { return PrivateKeyPrefix + "<redacted>" }
+
+// Format redacts the key for every fmt verb (%x, %d, %#v ...).
+func (k PrivateKey) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
 
 // Identity is a long-term static X25519 key pair.
 type Identity struct {

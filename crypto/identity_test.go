@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,5 +114,21 @@ func TestIdentityFiles(t *testing.T) {
 	}
 	if _, err := LoadIdentity(filepath.Join(dir, "missing")); !errors.Is(err, ErrKeyFile) {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestPrivateKeyNotPrinted(t *testing.T) {
+	id := mustIdentity(t, 8)
+	secretHex := fmt.Sprintf("%x", [32]byte(id.Private))
+	for _, s := range []string{
+		fmt.Sprint(id), fmt.Sprintf("%v", id), fmt.Sprintf("%+v", id), fmt.Sprintf("%#v", id),
+		fmt.Sprintf("%x", id.Private), fmt.Sprintf("%s", id.Private), fmt.Sprintf("%d", id.Private), fmt.Sprintf("%v", &id), fmt.Sprint(&Config{Identity: id}),
+	} {
+		if strings.Contains(s, secretHex) || strings.Contains(s, secretHex[:16]) {
+			t.Fatalf("private key leaked: %s", s)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(id), id.Public.String()) {
+		t.Fatal("public key should print in text form")
 	}
 }
