@@ -199,7 +199,7 @@ func (c *shardConn) reap() {
 	for {
 		n := r.CQReady()
 		if n == 0 {
-			if !r.CQOverflowPending() {
+			if !r.CQOverflowPending() && !r.TaskrunPending() {
 				break
 			}
 			if r.FlushOverflow() != nil {
@@ -326,7 +326,9 @@ func (c *shardConn) Close() error {
 	var errs []error
 	drained := true
 	if c.ring != nil {
-		drained = c.drain()
+		if drained = c.drain(); !drained {
+			errs = append(errs, errors.New("uring: requests still in flight 2s after cancel; receive buffers left mapped"))
+		}
 	}
 	errs = append(errs, c.rx.close(drained))
 	if c.ring != nil {
@@ -344,22 +346,17 @@ func (c *shardConn) Close() error {
 	return errors.Join(errs...)
 }
 
-// drain cancels the receive and the wake read and waits, a bounded time,
-// until they and every send have completed.
+// drain cancels every request in flight (the receive, the wake read, sends
+// waiting for room in the socket buffer) and waits, a bounded time, until
+// each has completed.
 func (c *shardConn) drain() bool {
 	c.reap()
-	cancel := func(target uint64) {
+	if c.rx.armed || c.wakeArmed || !c.tx.idle() {
 		if sqe := c.getSQE(); sqe != nil {
-			ring.PrepCancel(sqe, target, udCancel)
+			ring.PrepCancelAll(sqe, udCancel)
 		}
+		c.submit()
 	}
-	if c.rx.armed {
-		cancel(udRecv)
-	}
-	if c.wakeArmed {
-		cancel(udWake)
-	}
-	c.submit()
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 		c.reap()
 		if !c.rx.armed && !c.wakeArmed && c.tx.idle() {

@@ -71,3 +71,19 @@ func PrepCancel(sqe *SQE, target, userData uint64) {
 	sqe.Addr = target
 	sqe.UserData = userData
 }
+
+// Flags of IORING_OP_ASYNC_CANCEL (in SQE.OpFlags).
+const (
+	CancelAll = 1 << 0 // every request that matches, not just the first (5.19)
+	CancelFD  = 1 << 1 // match by file descriptor instead of user data
+	CancelAny = 1 << 2 // match every request
+)
+
+// PrepCancelAll prepares an IORING_OP_ASYNC_CANCEL of every request in
+// flight on the ring (Linux 5.19); its own res is the number canceled.
+func PrepCancelAll(sqe *SQE, userData uint64) {
+	sqe.Opcode = OpAsyncCancel
+	sqe.Fd = -1
+	sqe.OpFlags = CancelAny | CancelAll
+	sqe.UserData = userData
+}

@@ -576,3 +576,39 @@ func TestSQPoll(t *testing.T) {
 		time.Sleep(30 * time.Millisecond) // let the thread fall asleep: the next round must wake it
 	}
 }
+
+// One cancel-all request ends every request in flight.
+func TestCancelAll(t *testing.T) {
+	r := newRing(t, Config{Entries: 8})
+	rx1, _ := udpPair(t)
+	rx2, _ := udpPair(t)
+	h := newRecvHarness(t, r, 4, 128)
+	PrepRecvmsgMultishot(r.GetSQE(), rx1, false, &h.msg, h.br.Group(), 10)
+	PrepRecvmsgMultishot(r.GetSQE(), rx2, false, &h.msg, h.br.Group(), 11)
+	if _, err := r.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	PrepCancelAll(r.GetSQE(), udCancel)
+	if _, err := r.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	ended := map[uint64]bool{}
+	canceled := int32(-1)
+	for deadline := time.Now().Add(2 * time.Second); (len(ended) < 2 || canceled < 0) && time.Now().Before(deadline); {
+		r.WaitCQEs(1, 50*time.Millisecond)
+		reap(r, func(c *CQE) {
+			switch c.UserData {
+			case udCancel:
+				canceled = c.Res
+			case 10, 11:
+				if c.Res != -int32(unix.ECANCELED) || c.More() {
+					t.Errorf("request %d ended with %+v", c.UserData, *c)
+				}
+				ended[c.UserData] = true
+			}
+		})
+	}
+	if len(ended) != 2 || canceled != 2 {
+		t.Fatalf("%d requests ended, cancel res %d: want 2 and 2", len(ended), canceled)
+	}
+}
