@@ -1,0 +1,67 @@
+package xdp
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+)
+
+func TestProbeReasons(t *testing.T) {
+	requireXDP(t)
+	_, b := topology(t, "mxpxprobe", 2, false)
+	for _, c := range []struct {
+		addr, want string
+	}{
+		{"127.0.0.1:4433", "loopback"},
+		{"198.18.0.99:4433", "no interface"},
+		{"[2001:db8::99]:4433", "no interface"},
+	} {
+		err := b.Do(func() error {
+			_, err := Probe(dataplane.Config{Addr: netip.MustParseAddrPort(c.addr)})
+			return err
+		})
+		var ue *dataplane.UnavailableError
+		if !errors.As(err, &ue) || !errors.Is(err, dataplane.ErrUnavailable) || ue.Backend != "xdp" || ue.Feature != "interface" || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Probe(%s) = %v, want an UnavailableError about the interface saying %q", c.addr, err, c.want)
+		}
+	}
+	for _, addr := range []netip.Addr{b.IPv4, netip.IPv4Unspecified()} {
+		if err := b.Do(func() error { _, err := Probe(dataplane.Config{Addr: netip.AddrPortFrom(addr, 0)}); return err }); err != nil {
+			t.Errorf("Probe(%v) in the host with that address: %v", addr, err)
+		}
+	}
+	// More shards than RX queues: a clear error, nothing left behind.
+	be := &inNetns{host: b}
+	if _, err := be.Open(dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 0), Shards: 3}); err == nil || !strings.Contains(err.Error(), "RX queues") {
+		t.Errorf("3 shards on 2 queues: %v", err)
+	}
+	conns, err := be.Open(dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 0), Shards: 2})
+	if err != nil {
+		t.Fatalf("2 shards on 2 queues: %v", err)
+	}
+	notes := strings.Join(be.Notes(), "; ")
+	if be.Variant() != "xdp-copy" || !strings.Contains(notes, "copy mode") || !strings.Contains(notes, "native XDP") {
+		t.Errorf("variant %q, notes %q", be.Variant(), notes)
+	}
+	for _, c := range conns {
+		if err := c.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}
+	// The last Close detaches the program.
+	hd, err := b.Netlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+	l, err := hd.LinkByName(b.Link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		t.Errorf("XDP program %d still attached after every shard closed", x.ProgId)
+	}
+}
