@@ -468,3 +468,23 @@ func checkAccounting(t *testing.T, c *shardConn) {
 		t.Errorf("%d buffers held but %d queued and %d being split", busy, r.qLen, boolInt(r.splitting))
 	}
 }
+
+// With SQPOLL (off by default) the kernel thread takes the SQEs; the
+// traffic is the same.
+func TestSQPollPingPong(t *testing.T) {
+	requireURing(t)
+	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)}
+	srv, err := (&Backend{SQPoll: true}).Open(cfg)
+	if err != nil {
+		t.Skipf("SQPOLL unavailable here: %v", err)
+	}
+	f, _ := FeaturesOf(srv[0])
+	srv[0].Close()
+	if !f.SQPoll {
+		t.Fatal("SQPoll asked for but not in force")
+	}
+	r := pingPongVia(t, &Backend{SQPoll: true}, cfg, &Backend{SQPoll: true}, cfg, 1200, 10000)
+	if r.server.RxPackets != 10000 || r.server.TxPackets != 10000 {
+		t.Fatalf("server counters %+v", r.server)
+	}
+}
