@@ -1,0 +1,571 @@
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/transport"
+	"github.com/mxp-dataplane/mxp/wire"
+)
+
+// AgentConfig describes an agent.
+type AgentConfig struct {
+	// Name and Capabilities are what the agent registers; other agents
+	// discover it by capability. Events are delivered to agents that list
+	// the event's topic as a capability.
+	Name         string
+	Capabilities []string
+	// ID is the agent's ID; a random one when zero.
+	ID wire.UUID
+	// Node is the node's mxp:// URL (mxp://mxpk_...@host:port).
+	Node string
+	// Identity is the agent's key pair; a fresh one when zero.
+	Identity crypto.Identity
+	// HeartbeatInterval: how often to heartbeat (match the node's). Default 1 s.
+	HeartbeatInterval time.Duration
+	// Listen is the local address; default the unspecified address of the
+	// node's family, port 0.
+	Listen netip.AddrPort
+	// Backend is the dataplane backend ("auto" by default).
+	Backend string
+}
+
+// Request is an incoming call.
+type Request struct {
+	Method    string
+	Body      []byte // valid until the handler returns
+	TraceID   uint64
+	MessageID uint64
+}
+
+// HandlerFunc serves calls to one method. Returning an *Error sends its
+// code; any other error is sent as CodeInternal.
+type HandlerFunc func(ctx context.Context, req *Request) ([]byte, error)
+
+// StreamHandlerFunc serves streams opened to one method: req is the opening
+// request; the handler sends and receives on s.
+type StreamHandlerFunc func(ctx context.Context, req *Request, s *Stream) error
+
+// EventFunc receives events on a topic.
+type EventFunc func(ctx context.Context, topic string, data []byte)
+
+// Error is a failure that crossed the wire as an Error message.
+type Error struct {
+	Code    wire.ErrorCode
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("mxp error %d: %s", e.Code, e.Message) }
+
+// Errors of the SDK.
+var (
+	ErrNotConnected = errors.New("mesh: not connected to the node")
+	ErrClosed       = errors.New("mesh: agent closed")
+)
+
+// Agent is an MXP agent connected to a node.
+type Agent struct {
+	cfg    AgentConfig
+	target Target
+	h      *host
+	sh     *shard
+
+	conn       *transport.Conn // shard goroutine only
+	registered atomic.Bool
+	closed     atomic.Bool
+	nextID     atomic.Uint64
+	hbSeq      atomic.Uint64
+	stop       chan struct{}
+	done       chan struct{}
+
+	mu             sync.Mutex
+	handlers       map[string]HandlerFunc
+	streamHandlers map[string]StreamHandlerFunc
+	eventHandlers  map[string]EventFunc
+	pending        map[uint64]chan wire.Message
+	streams        map[wire.UUID]*Stream
+	regWait        []chan struct{}
+	stats          AgentStats
+}
+
+// AgentStats counts what an agent did.
+type AgentStats struct {
+	Registrations, Reconnects, Calls, Served, HandlerPanics uint64
+}
+
+// NewAgent prepares an agent; Start connects it.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	t, err := ParseURL(cfg.Node)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ID == (wire.UUID{}) {
+		rand.Read(cfg.ID[:])
+	}
+	if cfg.Identity.Public.IsZero() {
+		if cfg.Identity, err = crypto.GenerateIdentity(nil); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if !cfg.Listen.IsValid() {
+		if t.Addr.Addr().Is4() {
+			cfg.Listen = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		} else {
+			cfg.Listen = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+	}
+	return &Agent{
+		cfg: cfg, target: t,
+		handlers: map[string]HandlerFunc{}, streamHandlers: map[string]StreamHandlerFunc{},
+		eventHandlers: map[string]EventFunc{},
+		pending:       map[uint64]chan wire.Message{}, streams: map[wire.UUID]*Stream{},
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}, nil
+}
+
+// ID returns the agent's ID.
+func (a *Agent) ID() wire.UUID { return a.cfg.ID }
+
+// Handle serves calls to method.
+func (a *Agent) Handle(method string, fn HandlerFunc) {
+	a.mu.Lock()
+	a.handlers[method] = fn
+	a.mu.Unlock()
+}
+
+// HandleStream serves streams opened to method.
+func (a *Agent) HandleStream(method string, fn StreamHandlerFunc) {
+	a.mu.Lock()
+	a.streamHandlers[method] = fn
+	a.mu.Unlock()
+}
+
+// OnEvent receives events on topic (add the topic to Capabilities so the
+// node delivers them).
+func (a *Agent) OnEvent(topic string, fn EventFunc) {
+	a.mu.Lock()
+	a.eventHandlers[topic] = fn
+	a.mu.Unlock()
+}
+
+// Start connects to the node and registers; it returns once registered.
+// The agent then heartbeats, and reconnects and registers again whenever
+// the connection is lost (a node restart), until Close.
+func (a *Agent) Start(ctx context.Context) error {
+	h, err := startHost(HostConfig{Listen: a.cfg.Listen, Identity: a.cfg.Identity, Backend: a.cfg.Backend}, a)
+	if err != nil {
+		return err
+	}
+	a.h, a.sh = h, h.shards[0]
+	go a.heartbeats()
+	wait := a.registeredChan()
+	a.sh.do(a.dial)
+	select {
+	case <-wait:
+		return nil
+	case <-ctx.Done():
+		a.Close()
+		return fmt.Errorf("mesh: registering with %v: %w", a.target.Addr, ctx.Err())
+	}
+}
+
+// Close unregisters (by closing the connection) and stops the agent.
+func (a *Agent) Close() error {
+	if a.closed.Swap(true) {
+		return nil
+	}
+	close(a.stop)
+	<-a.done
+	if a.h == nil {
+		return nil
+	}
+	fin := make(chan struct{})
+	a.sh.do(func(now time.Time) {
+		if a.conn != nil {
+			a.conn.Close(transport.CodeNoError, "agent closing", now)
+		}
+		close(fin)
+	})
+	select {
+	case <-fin:
+	case <-time.After(time.Second):
+	}
+	time.Sleep(10 * time.Millisecond) // let the close frame leave
+	a.failPending(ErrClosed)
+	return a.h.stop()
+}
+
+func (a *Agent) registeredChan() chan struct{} {
+	ch := make(chan struct{})
+	a.mu.Lock()
+	a.regWait = append(a.regWait, ch)
+	a.mu.Unlock()
+	return ch
+}
+
+// dial runs on the shard.
+func (a *Agent) dial(now time.Time) {
+	if a.closed.Load() {
+		return
+	}
+	c, err := a.sh.ep.Dial(a.target.Addr, a.target.Key, now)
+	if err != nil {
+		a.retry()
+		return
+	}
+	a.conn = c
+}
+
+func (a *Agent) retry() {
+	time.AfterFunc(200*time.Millisecond, func() {
+		if !a.closed.Load() {
+			a.sh.do(a.dial)
+		}
+	})
+}
+
+func (a *Agent) register(now time.Time) {
+	if a.conn == nil {
+		return
+	}
+	rec := wire.AgentRecord{ID: a.cfg.ID, Name: a.cfg.Name, Capabilities: a.cfg.Capabilities, Endpoint: a.endpoint()}
+	id := a.nextID.Add(1)
+	ch := make(chan wire.Message, 1)
+	a.mu.Lock()
+	a.pending[id] = ch
+	a.mu.Unlock()
+	a.sh.send(a.conn, &wire.Message{Type: wire.TypeAgentRegister, MessageID: id, TraceID: traceFor(context.Background()), Payload: encodePayload(&wire.AgentRegister{AgentRecord: rec})})
+	go func() {
+		select {
+		case m := <-ch:
+			if m.Type == wire.TypeAck {
+				a.mu.Lock()
+				a.stats.Registrations++
+				waits := a.regWait
+				a.regWait = nil
+				a.mu.Unlock()
+				a.registered.Store(true)
+				for _, w := range waits {
+					close(w)
+				}
+			}
+		case <-a.stop:
+		}
+	}()
+}
+
+func (a *Agent) endpoint() netip.AddrPort {
+	ap := a.h.Addr()
+	if ap.Addr().IsUnspecified() {
+		if a.target.Addr.Addr().Is4() {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port())
+		}
+		return netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port())
+	}
+	return ap
+}
+
+func (a *Agent) heartbeats() {
+	defer close(a.done)
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+			hb := encodePayload(&wire.AgentHeartbeat{AgentID: a.cfg.ID, Sequence: a.hbSeq.Add(1), Status: wire.StatusHealthy})
+			id := a.nextID.Add(1)
+			a.sh.do(func(time.Time) {
+				if a.conn != nil && a.conn.Established() {
+					a.sh.send(a.conn, &wire.Message{Type: wire.TypeAgentHeartbeat, MessageID: id, Payload: hb})
+				}
+			})
+		}
+	}
+}
+
+func (a *Agent) onEvent(sh *shard, ev transport.Event) {
+	switch ev.Kind {
+	case transport.EventConnected:
+		if ev.Conn == a.conn {
+			a.register(time.Now())
+		}
+	case transport.EventClosed:
+		if ev.Conn != a.conn {
+			return
+		}
+		a.conn = nil
+		a.registered.Store(false)
+		a.failPending(ErrNotConnected)
+		if !a.closed.Load() {
+			a.mu.Lock()
+			a.stats.Reconnects++
+			a.mu.Unlock()
+			a.retry()
+		}
+	}
+}
+
+func (a *Agent) failPending(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, ch := range a.pending {
+		delete(a.pending, id)
+		close(ch)
+	}
+	for id, s := range a.streams {
+		delete(a.streams, id)
+		s.fail(err)
+	}
+}
+
+// onMessage runs on the shard goroutine.
+func (a *Agent) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
+	switch m.Type {
+	case wire.TypeAck, wire.TypeResponse, wire.TypeAgentDiscover, wire.TypeError:
+		id := m.MessageID
+		if m.Type == wire.TypeAgentDiscover && len(m.Payload) >= 9 {
+			id = binary.LittleEndian.Uint64(m.Payload[1:])
+		}
+		a.mu.Lock()
+		ch := a.pending[id]
+		delete(a.pending, id)
+		a.mu.Unlock()
+		if ch != nil {
+			cp := *m
+			cp.Payload = append([]byte(nil), m.Payload...)
+			ch <- cp
+			return
+		}
+		if m.Type == wire.TypeError {
+			var e wire.ErrorPayload
+			if e.DecodePayload(m.Payload) == nil && e.Code == wire.CodeNotFound && a.conn == c {
+				a.register(time.Now()) // the node forgot us (evicted): register again
+			}
+		}
+	case wire.TypeCall:
+		a.serveCall(sh, c, m)
+	case wire.TypeEvent:
+		var ev wire.Event
+		if ev.DecodePayload(m.Payload) != nil {
+			return
+		}
+		a.mu.Lock()
+		fn := a.eventHandlers[ev.Topic]
+		a.mu.Unlock()
+		if fn != nil {
+			data := append([]byte(nil), ev.Data...)
+			ctx := WithTrace(context.Background(), m.TraceID)
+			go fn(ctx, ev.Topic, data)
+		}
+	case wire.TypeStreamOpen, wire.TypeStreamChunk, wire.TypeStreamClose:
+		a.onStreamMessage(sh, c, m)
+	}
+}
+
+// splitMethod parses call data: u16 method length | method | body.
+func splitMethod(data []byte) (string, []byte, bool) {
+	if len(data) < 2 {
+		return "", nil, false
+	}
+	n := int(binary.LittleEndian.Uint16(data))
+	if len(data)-2 < n {
+		return "", nil, false
+	}
+	return string(data[2 : 2+n]), data[2+n:], true
+}
+
+func joinMethod(method string, body []byte) []byte {
+	b := make([]byte, 0, 2+len(method)+len(body))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(method)))
+	b = append(b, method...)
+	return append(b, body...)
+}
+
+func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
+	var call wire.Call
+	if call.DecodePayload(m.Payload) != nil {
+		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call")
+		return
+	}
+	method, body, ok := splitMethod(call.Data)
+	if !ok {
+		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call data")
+		return
+	}
+	a.mu.Lock()
+	fn := a.handlers[method]
+	a.mu.Unlock()
+	if fn == nil {
+		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeNotFound, "no method "+method)
+		return
+	}
+	req := &Request{Method: method, Body: append([]byte(nil), body...), TraceID: m.TraceID, MessageID: m.MessageID}
+	timeout := call.TimeoutSeconds
+	go func() {
+		ctx := WithTrace(context.Background(), req.TraceID)
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
+			defer cancel()
+		}
+		out, err := a.runHandler(ctx, fn, req)
+		a.mu.Lock()
+		a.stats.Served++
+		a.mu.Unlock()
+		var reply wire.Message
+		if err != nil {
+			code, msg := wire.CodeInternal, err.Error()
+			var me *Error
+			if errors.As(err, &me) {
+				code, msg = me.Code, me.Message
+			}
+			reply = wire.Message{Type: wire.TypeError, MessageID: req.MessageID, TraceID: req.TraceID,
+				Payload: encodePayload(&wire.ErrorPayload{InReplyTo: req.MessageID, Code: code, Message: msg})}
+		} else {
+			reply = wire.Message{Type: wire.TypeResponse, MessageID: req.MessageID, TraceID: req.TraceID,
+				Payload: encodePayload(&wire.Response{CallID: req.MessageID, Data: out})}
+		}
+		sh.do(func(time.Time) { sh.send(c, &reply) })
+	}()
+}
+
+// runHandler runs fn, turning a panic into an error.
+func (a *Agent) runHandler(ctx context.Context, fn HandlerFunc, req *Request) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.mu.Lock()
+			a.stats.HandlerPanics++
+			a.mu.Unlock()
+			out, err = nil, &Error{Code: wire.CodeInternal, Message: fmt.Sprint("handler panicked: ", r)}
+		}
+	}()
+	return fn(ctx, req)
+}
+
+// request sends m (built with a fresh message ID) and waits for the reply
+// with that ID.
+func (a *Agent) request(ctx context.Context, m *wire.Message) (wire.Message, error) {
+	if a.closed.Load() {
+		return wire.Message{}, ErrClosed
+	}
+	ch := make(chan wire.Message, 1)
+	a.mu.Lock()
+	a.pending[m.MessageID] = ch
+	a.mu.Unlock()
+	msg := *m
+	a.sh.do(func(time.Time) {
+		if a.conn == nil || !a.conn.Established() {
+			a.mu.Lock()
+			if c, ok := a.pending[msg.MessageID]; ok {
+				delete(a.pending, msg.MessageID)
+				close(c)
+			}
+			a.mu.Unlock()
+			return
+		}
+		a.sh.send(a.conn, &msg)
+	})
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			if a.closed.Load() {
+				return r, ErrClosed
+			}
+			return r, ErrNotConnected
+		}
+		if r.Type == wire.TypeError {
+			var e wire.ErrorPayload
+			if err := e.DecodePayload(r.Payload); err != nil {
+				return r, err
+			}
+			return r, &Error{Code: e.Code, Message: e.Message}
+		}
+		return r, nil
+	case <-ctx.Done():
+		a.mu.Lock()
+		delete(a.pending, m.MessageID)
+		a.mu.Unlock()
+		return wire.Message{}, ctx.Err()
+	}
+}
+
+// Call calls method on the agent target and returns its response. The
+// context's deadline travels in the call (whole seconds, rounded up); its
+// trace ID (or a new one) travels in every message of the call.
+func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body []byte) ([]byte, error) {
+	timeout := uint32(0)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
+		timeout = max(timeout, 1)
+	}
+	call := &wire.Call{Target: target, TimeoutSeconds: timeout, Data: joinMethod(method, body)}
+	m := &wire.Message{Type: wire.TypeCall, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(call)}
+	a.mu.Lock()
+	a.stats.Calls++
+	a.mu.Unlock()
+	r, err := a.request(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	var resp wire.Response
+	if err := resp.DecodePayload(r.Payload); err != nil {
+		return nil, err
+	}
+	return resp.Data, nil
+}
+
+// Discover lists the agents registered with the node that offer capability
+// ("" lists all).
+func (a *Agent) Discover(ctx context.Context, capability string) ([]wire.AgentRecord, error) {
+	q := &wire.AgentDiscover{Kind: wire.DiscoverQuery, Capability: capability}
+	m := &wire.Message{Type: wire.TypeAgentDiscover, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(q)}
+	r, err := a.request(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	var res wire.AgentDiscover
+	if err := res.DecodePayload(r.Payload); err != nil {
+		return nil, err
+	}
+	return res.Agents, nil
+}
+
+// Emit sends an event on topic (fire and forget) to the agents that listen
+// to it.
+func (a *Agent) Emit(ctx context.Context, topic string, data []byte) error {
+	if a.closed.Load() {
+		return ErrClosed
+	}
+	p := encodePayload(&wire.Event{Source: a.cfg.ID, Topic: topic, Data: data})
+	m := wire.Message{Type: wire.TypeEvent, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: p}
+	a.sh.do(func(time.Time) {
+		if a.conn != nil && a.conn.Established() {
+			a.sh.send(a.conn, &m)
+		}
+	})
+	return nil
+}
+
+// Stats returns the agent's counters.
+func (a *Agent) Stats() AgentStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stats
+}
+
+// Registered reports whether the agent is registered with the node now.
+func (a *Agent) Registered() bool { return a.registered.Load() }

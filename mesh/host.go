@@ -1,0 +1,183 @@
+// Package mesh is MXP's agent runtime: the node that registers agents and
+// routes their calls, events and streams, and the Go SDK agents use. Both run
+// the transport core (package transport) on the dataplane engine (package
+// dataplane): one transport.Endpoint per shard, driven from the shard's
+// goroutine; other goroutines hand work to a shard through its command queue.
+package mesh
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/backends"
+	"github.com/mxp-dataplane/mxp/transport"
+	"github.com/mxp-dataplane/mxp/wire"
+)
+
+// HostConfig is what a node or an agent needs to run the transport.
+type HostConfig struct {
+	// Listen is the local UDP address (port 0 picks one).
+	Listen netip.AddrPort
+	// Identity is the long-term key pair.
+	Identity crypto.Identity
+	// Backend is "auto" or a dataplane backend name.
+	Backend string
+	// Shards is the number of dataplane shards (0: 1).
+	Shards int
+	// Authorize, if set, is the allow-list of initiator keys.
+	Authorize func(crypto.PublicKey) bool
+}
+
+// events is what the owner of a host (node or agent) reacts to, on the
+// shard's goroutine.
+type events interface {
+	onMessage(sh *shard, c *transport.Conn, m *wire.Message)
+	onEvent(sh *shard, ev transport.Event)
+}
+
+// host is the dataplane engine with one transport endpoint per shard.
+type host struct {
+	engine    *dataplane.Engine
+	shards    []*shard
+	selection dataplane.Selection
+}
+
+// shard is one dataplane shard's protocol side: it implements
+// dataplane.Handler around a transport.Endpoint.
+type shard struct {
+	idx   int
+	h     *host
+	ep    *transport.Endpoint
+	owner events
+
+	mu      sync.Mutex
+	cmds    []func(now time.Time)
+	running []func(now time.Time)
+	tpkts   []transport.Packet
+	backlog map[*transport.Conn][]backlogged
+}
+
+func startHost(cfg HostConfig, owner events) (*host, error) {
+	if cfg.Backend == "" {
+		cfg.Backend = "auto"
+	}
+	dcfg := dataplane.Config{Addr: cfg.Listen, Shards: max(cfg.Shards, 1)}
+	sel, err := dataplane.Select(cfg.Backend, dcfg, backends.Candidates())
+	if err != nil {
+		return nil, err
+	}
+	h := &host{selection: sel}
+	shards := make([]*shard, dcfg.Shards)
+	var setupErr error
+	newHandler := func(i int) dataplane.Handler {
+		sh := &shard{idx: i, h: h, owner: owner}
+		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize}
+		ep, err := transport.NewEndpoint(transport.Config{
+			Crypto: ccfg, Shard: i,
+			OnMessage: func(c *transport.Conn, m *wire.Message) { owner.onMessage(sh, c, m) },
+		})
+		if err != nil && setupErr == nil {
+			setupErr = err
+		}
+		sh.ep = ep
+		shards[i] = sh
+		return sh
+	}
+	e, err := dataplane.Start(sel.Backend, dcfg, newHandler)
+	if err != nil {
+		return nil, err
+	}
+	if setupErr != nil {
+		e.Stop()
+		return nil, setupErr
+	}
+	h.engine, h.shards = e, shards
+	return h, nil
+}
+
+// Addr is the bound UDP address.
+func (h *host) Addr() netip.AddrPort { return h.engine.Conn(0).LocalAddr() }
+
+func (h *host) stop() error { return h.engine.Stop() }
+
+// shardOf returns the shard that owns connection ID cid.
+func (h *host) shardOf(cid uint64) *shard {
+	return h.shards[wire.ConnIDShard(cid, len(h.shards))]
+}
+
+// do runs fn on the shard's goroutine soon.
+func (sh *shard) do(fn func(now time.Time)) {
+	sh.mu.Lock()
+	sh.cmds = append(sh.cmds, fn)
+	sh.mu.Unlock()
+	sh.h.engine.Wake(sh.idx)
+}
+
+func (sh *shard) runCommands(now time.Time) {
+	sh.mu.Lock()
+	sh.running, sh.cmds = sh.cmds, sh.running[:0]
+	sh.mu.Unlock()
+	for i, fn := range sh.running {
+		fn(now)
+		sh.running[i] = nil
+	}
+}
+
+func (sh *shard) drainEvents() {
+	for {
+		ev, ok := sh.ep.PollEvent()
+		if !ok {
+			return
+		}
+		switch ev.Kind {
+		case transport.EventStreamWritable:
+			if len(sh.backlog[ev.Conn]) > 0 {
+				sh.flushBacklog(ev.Conn)
+			}
+		case transport.EventClosed:
+			delete(sh.backlog, ev.Conn)
+		}
+		sh.owner.onEvent(sh, ev)
+	}
+}
+
+// Receive implements dataplane.Handler.
+func (sh *shard) Receive(pkts []dataplane.Packet, now time.Time) {
+	for _, p := range pkts {
+		sh.ep.Receive(p.Buf, p.Addr, now)
+	}
+	sh.drainEvents()
+}
+
+// Transmit implements dataplane.Handler.
+func (sh *shard) Transmit(out []dataplane.Packet, now time.Time) int {
+	sh.runCommands(now)
+	sh.drainEvents()
+	if cap(sh.tpkts) < len(out) {
+		sh.tpkts = make([]transport.Packet, len(out))
+	}
+	tp := sh.tpkts[:len(out)]
+	for i := range out {
+		tp[i].Buf = out[i].Buf
+	}
+	n := sh.ep.Transmit(tp, now)
+	for i := range n {
+		out[i].Buf, out[i].Addr = tp[i].Buf, tp[i].Addr
+	}
+	sh.drainEvents()
+	return n
+}
+
+// Deadline implements dataplane.Handler.
+func (sh *shard) Deadline() time.Time {
+	sh.mu.Lock()
+	pending := len(sh.cmds) > 0
+	sh.mu.Unlock()
+	if pending || sh.ep.HasWork() {
+		return time.Now() // more to do right away
+	}
+	return sh.ep.Deadline()
+}

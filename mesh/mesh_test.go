@@ -1,0 +1,207 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/wire"
+)
+
+type testMesh struct {
+	t    *testing.T
+	node *Node
+	id   crypto.Identity
+	addr netip.AddrPort
+}
+
+func startTestNode(t *testing.T, addr netip.AddrPort, id crypto.Identity, hb time.Duration) *Node {
+	t.Helper()
+	n, err := StartNode(NodeConfig{HostConfig: HostConfig{Listen: addr, Identity: id, Backend: "portable", Shards: 2}, HeartbeatInterval: hb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func newTestMesh(t *testing.T) *testMesh {
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startTestNode(t, netip.MustParseAddrPort("127.0.0.1:0"), id, 200*time.Millisecond)
+	tm := &testMesh{t: t, node: n, id: id, addr: n.Addr()}
+	t.Cleanup(func() { tm.node.Close() })
+	return tm
+}
+
+func (tm *testMesh) agent(name string, caps ...string) *Agent {
+	tm.t.Helper()
+	a, err := NewAgent(AgentConfig{Name: name, Capabilities: caps, Node: tm.node.URL(), HeartbeatInterval: 200 * time.Millisecond, Backend: "portable"})
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	return a
+}
+
+func start(t *testing.T, a *Agent) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+}
+
+func TestCallsEventsStreamsEndToEnd(t *testing.T) {
+	tm := newTestMesh(t)
+	writer := tm.agent("writer", "summarize", "news")
+	var traceSeen atomic.Uint64
+	writer.Handle("summarize", func(ctx context.Context, req *Request) ([]byte, error) {
+		tr, _ := TraceID(ctx)
+		traceSeen.Store(tr)
+		return append([]byte("summary of "), req.Body...), nil
+	})
+	writer.Handle("fail", func(context.Context, *Request) ([]byte, error) {
+		return nil, &Error{Code: wire.CodeResourceExhausted, Message: "quota"}
+	})
+	writer.Handle("panic", func(context.Context, *Request) ([]byte, error) { panic("boom") })
+	writer.Handle("slow", func(ctx context.Context, _ *Request) ([]byte, error) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+		}
+		return nil, ctx.Err()
+	})
+	events := make(chan string, 10)
+	writer.OnEvent("news", func(_ context.Context, topic string, data []byte) { events <- topic + ":" + string(data) })
+	writer.HandleStream("generate", func(ctx context.Context, req *Request, s *Stream) error {
+		n := 0
+		fmt.Sscan(string(req.Body), &n)
+		for i := range n {
+			if err := s.Send([]byte(fmt.Sprintf("tok%05d", i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	start(t, writer)
+	coord := tm.agent("coordinator", "plan")
+	start(t, coord)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	found, err := coord.Discover(ctx, "summarize")
+	if err != nil || len(found) != 1 || found[0].ID != writer.ID() || found[0].Name != "writer" {
+		t.Fatalf("discover: %v %+v", err, found)
+	}
+	all, _ := coord.Discover(ctx, "")
+	if len(all) != 2 || len(tm.node.Agents()) != 2 {
+		t.Fatalf("discover all: %d agents, node has %d", len(all), len(tm.node.Agents()))
+	}
+
+	tctx := WithTrace(ctx, 0xABCDEF)
+	resp, err := coord.Call(tctx, writer.ID(), "summarize", []byte("MXP"))
+	if err != nil || string(resp) != "summary of MXP" {
+		t.Fatalf("call: %q %v", resp, err)
+	}
+	if traceSeen.Load() != 0xABCDEF {
+		t.Fatalf("handler saw trace %x, want the caller's", traceSeen.Load())
+	}
+	var me *Error
+	if _, err := coord.Call(ctx, writer.ID(), "fail", nil); !errors.As(err, &me) || me.Code != wire.CodeResourceExhausted {
+		t.Fatalf("error reply: %v", err)
+	}
+	if _, err := coord.Call(ctx, writer.ID(), "panic", nil); !errors.As(err, &me) || me.Code != wire.CodeInternal {
+		t.Fatalf("panicking handler: %v", err)
+	}
+	if _, err := coord.Call(ctx, writer.ID(), "nope", nil); !errors.As(err, &me) || me.Code != wire.CodeNotFound {
+		t.Fatalf("unknown method: %v", err)
+	}
+	if _, err := coord.Call(ctx, wire.UUID{1}, "summarize", nil); !errors.As(err, &me) || me.Code != wire.CodeNotFound {
+		t.Fatalf("unknown agent: %v", err)
+	}
+	short, c2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = coord.Call(short, writer.ID(), "slow", nil)
+	c2()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow call: %v", err)
+	}
+	// The writer still serves after all that.
+	if resp, err := coord.Call(ctx, writer.ID(), "summarize", []byte("again")); err != nil || string(resp) != "summary of again" {
+		t.Fatalf("call after errors: %q %v", resp, err)
+	}
+
+	if err := coord.Emit(ctx, "news", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if e != "news:hello" {
+			t.Fatalf("event %q", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("event not delivered")
+	}
+
+	const tokens = 20000
+	s, err := coord.OpenStream(ctx, writer.ID(), "generate", []byte(fmt.Sprint(tokens)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range tokens {
+		tok, err := s.Recv()
+		if err != nil || !bytes.Equal(tok, []byte(fmt.Sprintf("tok%05d", i))) {
+			t.Fatalf("token %d: %q %v", i, tok, err)
+		}
+	}
+	if _, err := s.Recv(); err != io.EOF {
+		t.Fatalf("end of stream: %v", err)
+	}
+	s.CloseSend()
+}
+
+func TestEvictionAndReregistration(t *testing.T) {
+	tm := newTestMesh(t)
+	a := tm.agent("worker", "work")
+	a.Handle("ping", func(context.Context, *Request) ([]byte, error) { return []byte("pong"), nil })
+	start(t, a)
+	if len(tm.node.Agents()) != 1 {
+		t.Fatal("not registered")
+	}
+	// Restart the node on the same address with the same key: the agent
+	// learns it (stateless reset) and registers again.
+	tm.node.Close()
+	tm.node = startTestNode(t, tm.addr, tm.id, 200*time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(tm.node.Agents()) != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(tm.node.Agents()) != 1 {
+		t.Fatalf("agent did not register again after the node restarted (stats %+v)", a.Stats())
+	}
+	if a.Stats().Registrations < 2 {
+		t.Fatalf("registrations %d", a.Stats().Registrations)
+	}
+	// A silent agent is evicted after three missed heartbeats.
+	close(a.stop) // stop its heartbeats, keep its connection
+	<-a.done
+	a.stop = make(chan struct{}) // let Close work later
+	a.done = make(chan struct{})
+	close(a.done)
+	deadline = time.Now().Add(5 * time.Second)
+	for len(tm.node.Agents()) != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(tm.node.Agents()) != 0 || tm.node.Stats().Evicted.Load() != 1 {
+		t.Fatalf("silent agent not evicted: %d agents, evicted %d", len(tm.node.Agents()), tm.node.Stats().Evicted.Load())
+	}
+}
