@@ -164,7 +164,7 @@ func ExtraOf(c dataplane.ShardConn) (Extra, error) {
 	}
 	e := Extra{SocketRx: sc.socketRx.Load(), SocketTx: sc.socketTx.Load(), NeighbourMisses: sc.neighMiss.Load()}
 	var err error
-	if e.Kernel, err = xdpStatistics(sc.fd); err != nil {
+	if e.Kernel, err = xdpStatistics(sc.statsFD); err != nil {
 		return e, os.NewSyscallError("getsockopt XDP_STATISTICS", err)
 	}
 	if e.Program, err = sc.g.prog.Counters(); err != nil {
@@ -508,6 +508,8 @@ type shardConn struct {
 	stats  counters
 
 	socketRx, socketTx, neighMiss atomic.Uint64
+	kernelRxDrops                 atomic.Uint64 // the last XDP_STATISTICS read
+	statsFD                       int           // c.fd, set once before the shard runs
 }
 
 // counters are Stats kept with atomics so Stats may read them from anywhere;
@@ -518,10 +520,19 @@ type counters struct {
 	wakeups                                atomic.Uint64
 }
 
+// Stats returns the shard's counters; RxDropped includes what the kernel
+// dropped on the way into the AF_XDP socket (its RX ring full, or no fill
+// frame), from XDP_STATISTICS.
 func (c *shardConn) Stats() dataplane.Stats {
 	s := &c.stats
+	if !c.closed.Load() {
+		if k, err := xdpStatistics(c.statsFD); err == nil {
+			c.kernelRxDrops.Store(k.Rx_dropped + k.Rx_ring_full)
+		}
+	}
 	return dataplane.Stats{
-		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxCalls: s.rxCalls.Load(), RxDropped: s.rxDropped.Load(),
+		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxCalls: s.rxCalls.Load(),
+		RxDropped: s.rxDropped.Load() + c.kernelRxDrops.Load(),
 		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxCalls: s.txCalls.Load(), TxDropped: s.txDropped.Load(),
 		Wakeups: s.wakeups.Load(),
 	}
@@ -531,7 +542,7 @@ func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
 // newShard opens the shard's fallback UDP socket and eventfd.
 func newShard(cfg dataplane.Config, idx int, addr netip.AddrPort, g *group) (c *shardConn, err error) {
-	c = &shardConn{idx: idx, fd: -1, udp: -1, wakeFD: -1, maxDgram: cfg.MaxDatagram, batch: cfg.Batch, g: g}
+	c = &shardConn{idx: idx, fd: -1, udp: -1, wakeFD: -1, statsFD: -1, maxDgram: cfg.MaxDatagram, batch: cfg.Batch, g: g}
 	g.refs.Add(1)
 	defer func() {
 		if err != nil {
@@ -601,6 +612,7 @@ func (c *shardConn) openXSK(ifindex, queue, nframes, ringSize, mtu int, tryZC bo
 			break // no other mode would do better
 		}
 	}
+	c.statsFD = c.fd
 	if c.fd < 0 {
 		err := errors.Join(errs...)
 		switch {
@@ -702,6 +714,9 @@ func (c *shardConn) refill() {
 // Recv takes received frames from the RX ring (Buf is a view of the UMEM
 // frame at the UDP payload), then tops up from the fallback socket.
 func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
+	if c.tx.cachedProd != c.tx.cachedCons && c.tx.pending() > 0 {
+		c.kick() // frames the last Send left on the TX ring
+	}
 	n, bytes, dropped := 0, 0, 0
 	if avail := c.rx.available(); avail > 0 {
 		take := min(avail, uint32(len(pkts)))
@@ -896,7 +911,13 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	c.txOut = c.txOut[:0]
 	if produced > 0 {
 		c.tx.submit(produced)
-		c.kick()
+		// In copy mode each sendto sends up to txBudget frames: let a few
+		// batches gather (the engine sends up to four per turn); the next
+		// Recv or Wait kicks what is left, so nothing waits longer than
+		// the rest of this loop turn.
+		if c.zeroCopy || c.tx.pending() >= txBudget {
+			c.kick()
+		}
 	}
 	if sent > 0 {
 		c.stats.txPackets.Add(uint64(sent))
