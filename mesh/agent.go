@@ -35,7 +35,8 @@ type AgentConfig struct {
 	// Listen is the local address; default the unspecified address of the
 	// node's family, port 0.
 	Listen netip.AddrPort
-	// Backend is the dataplane backend ("auto" by default).
+	// Backend is the dataplane backend; "portable" by default: an agent
+	// has one connection, and AF_XDP or io_uring pay off on nodes.
 	Backend string
 }
 
@@ -118,6 +119,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.Backend == "" {
+		cfg.Backend = "portable"
 	}
 	if !cfg.Listen.IsValid() {
 		if t.Addr.Addr().Is4() {

@@ -8,6 +8,7 @@ package mesh
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxp-dataplane/mxp/crypto"
@@ -53,6 +54,7 @@ type shard struct {
 	ep    *transport.Endpoint
 	owner events
 
+	woken   atomic.Bool // a wake-up is on its way: later commands need no other
 	mu      sync.Mutex
 	cmds    []func(now time.Time)
 	running []func(now time.Time)
@@ -113,10 +115,13 @@ func (sh *shard) do(fn func(now time.Time)) {
 	sh.mu.Lock()
 	sh.cmds = append(sh.cmds, fn)
 	sh.mu.Unlock()
-	sh.h.engine.Wake(sh.idx)
+	if sh.woken.CompareAndSwap(false, true) {
+		sh.h.engine.Wake(sh.idx) // one system call per batch of commands, not per command
+	}
 }
 
 func (sh *shard) runCommands(now time.Time) {
+	sh.woken.Store(false) // before taking the queue: a later command wakes us again
 	sh.mu.Lock()
 	sh.running, sh.cmds = sh.cmds, sh.running[:0]
 	sh.mu.Unlock()

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -35,8 +36,11 @@ type Node struct {
 	streams map[wire.UUID]*streamRoute
 	nextID  atomic.Uint64
 
-	stats NodeStats
-	stop  chan struct{}
+	stats       NodeStats
+	msgCount    [256]atomic.Uint64
+	observeCall func(time.Duration) // set by NewMetrics
+	draining    atomic.Bool
+	stop        chan struct{}
 	done  chan struct{}
 }
 
@@ -59,6 +63,7 @@ type pendingCall struct {
 	origID   uint64
 	trace    uint64
 	deadline time.Time
+	start    time.Time
 }
 
 type streamRoute struct {
@@ -124,6 +129,25 @@ func compareUUID(a, b wire.UUID) int {
 		}
 	}
 	return 0
+}
+
+// Drain stops taking new calls (they get Unavailable) and waits until the
+// calls in flight are answered or ctx ends: graceful shutdown.
+func (n *Node) Drain(ctx context.Context) {
+	n.draining.Store(true)
+	for {
+		n.pmu.Lock()
+		k := len(n.pending)
+		n.pmu.Unlock()
+		if k == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Close stops the node: in-flight calls get no more answers through it.
@@ -226,6 +250,7 @@ func (n *Node) onEvent(sh *shard, ev transport.Event) {
 }
 
 func (n *Node) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
+	n.msgCount[m.Type].Add(1)
 	switch m.Type {
 	case wire.TypeAgentRegister:
 		n.register(sh, c, m)
@@ -309,6 +334,10 @@ func (n *Node) routeCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call")
 		return
 	}
+	if n.draining.Load() {
+		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeUnavailable, "node shutting down")
+		return
+	}
 	target := wire.UUID(m.Payload[:16])
 	timeout := binary.LittleEndian.Uint32(m.Payload[16:])
 	n.mu.RLock()
@@ -320,7 +349,7 @@ func (n *Node) routeCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		return
 	}
 	id := n.nextID.Add(1)
-	p := &pendingCall{conn: c, sh: sh, origID: m.MessageID, trace: m.TraceID}
+	p := &pendingCall{conn: c, sh: sh, origID: m.MessageID, trace: m.TraceID, start: time.Now()}
 	if timeout > 0 {
 		p.deadline = time.Now().Add(time.Duration(timeout) * time.Second)
 	}
@@ -348,6 +377,9 @@ func (n *Node) routeReply(sh *shard, m *wire.Message) {
 	if p == nil {
 		n.stats.Dropped.Add(1) // late (timed out) or unknown
 		return
+	}
+	if n.observeCall != nil {
+		n.observeCall(time.Since(p.start))
 	}
 	out := *m
 	out.MessageID = p.origID

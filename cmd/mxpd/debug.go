@@ -12,7 +12,7 @@ import (
 	"github.com/mxp-dataplane/mxp/wire"
 )
 
-const debugUsage = `usage: mxpd debug <decode|encode|backends> [INPUT]
+const debugUsage = `usage: mxpd debug <decode|encode|backends|selfcheck|latency> [INPUT]
 
   decode [HEX]   decode one encoded MXP message given as hex (the argument, where
                  an empty argument means zero bytes, or else stdin) and print it
@@ -24,6 +24,9 @@ const debugUsage = `usage: mxpd debug <decode|encode|backends> [INPUT]
   backends       probe the dataplane backends as mxpd start does, open the
                  chosen one on loopback and report its features
                  (mxpd debug backends --help for its flags).
+  selfcheck      round-trip every message type through the codec.
+  latency        call an agent repeatedly and print latency percentiles
+                 (mxpd debug latency --help).
 
 JSON fields: type, type_name, flags, message_id, trace_id, payload_len,
 payload_hex, consumed. 64-bit values are JSON numbers.
@@ -54,8 +57,13 @@ func runDebug(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if args[0] == "backends" {
+	switch args[0] {
+	case "backends":
 		return debugBackends(args[1:], stdout, stderr)
+	case "selfcheck":
+		return runSelfCheck(args[1:], stdout, stderr)
+	case "latency":
+		return debugLatency(args[1:], stdout, stderr)
 	}
 	if len(args) > 2 || (len(args) == 2 && isHelp(args[1])) {
 		fmt.Fprint(stderr, debugUsage)

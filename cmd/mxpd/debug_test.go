@@ -115,8 +115,8 @@ func TestDebugErrors(t *testing.T) {
 	}
 }
 
-func TestDemoSelfCheckPasses(t *testing.T) {
-	out, code := mxpd(t, "", "demo")
+func TestSelfCheckPasses(t *testing.T) {
+	out, code := mxpd(t, "", "debug", "selfcheck")
 	if code != 0 || !strings.Contains(out, "self-check passed") || strings.Contains(out, "FAIL") {
 		t.Fatalf("demo exit %d:\n%s", code, out)
 	}

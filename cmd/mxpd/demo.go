@@ -1,49 +1,42 @@
 package main
 
 import (
-	"bytes"
-	"errors"
+	"context"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
-	"reflect"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/mesh"
 	"github.com/mxp-dataplane/mxp/wire"
 )
 
-// demoPayloads is one realistic payload of every message type.
-func demoPayloads() []wire.Payload {
-	planner := wire.UUID{0x01, 0x9a, 0x6e, 0x2c, 0x41, 0x00, 0x70, 0x00, 0x80, 0x00, 0, 0, 0, 0, 0, 1}
-	writer := wire.UUID{0x01, 0x9a, 0x6e, 0x2c, 0x41, 0x00, 0x70, 0x00, 0x80, 0x00, 0, 0, 0, 0, 0, 2}
-	stream := wire.UUID{0x01, 0x9a, 0x6e, 0x2c, 0x41, 0x00, 0x70, 0x00, 0x80, 0x00, 0, 0, 0, 0, 0, 3}
-	rec := wire.AgentRecord{ID: writer, Name: "writer", Capabilities: []string{"llm.generate", "summarize"},
-		Endpoint: netip.MustParseAddrPort("[2001:db8::7]:9000")}
-	return []wire.Payload{
-		&wire.AgentRegister{AgentRecord: rec},
-		&wire.AgentDiscover{Kind: wire.DiscoverQuery, Capability: "summarize", Limit: 8},
-		&wire.AgentDiscover{Kind: wire.DiscoverResult, QueryID: 2, Agents: []wire.AgentRecord{rec}},
-		&wire.AgentHeartbeat{AgentID: writer, Sequence: 42, Status: wire.StatusHealthy, InFlight: 3},
-		&wire.Call{Target: writer, TimeoutSeconds: 30, Data: []byte(`{"text":"MXP is a binary protocol..."}`)},
-		&wire.Response{CallID: 5, Data: []byte(`{"summary":"fast agent messaging"}`)},
-		&wire.Event{Source: planner, Topic: "plan.updated", Data: []byte(`{"step":2}`)},
-		&wire.StreamOpen{StreamID: stream, Target: writer, Kind: wire.StreamUnidirectional},
-		&wire.StreamChunk{StreamID: stream, Sequence: 0, Data: []byte("Hello")},
-		&wire.StreamClose{StreamID: stream, Code: wire.CodeOK},
-		&wire.Ack{MessageIDs: []uint64{5, 6, 7}},
-		&wire.ErrorPayload{InReplyTo: 9, Code: wire.CodeNotFound, Message: `no agent offers "translate"`},
-	}
-}
-
-// runDemo runs the built-in demo. Until the mesh runtime lands it is a
-// self-check of the protocol layer: every message type is encoded, decoded
-// and compared, corruption is shown to be caught, and the codec is timed.
+// runDemo starts a node and a small agent team in this process (the
+// whitepaper's coordinator + specialists), runs calls, events and a token
+// stream through the node over real UDP, prints what it measured, and
+// exits 0 — or, with --serve, keeps the mesh up for other agents to join.
 func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	backend := fs.String("backend", "auto", "dataplane backend: auto, xdp, uring or portable")
+	listen := fs.String("listen", "127.0.0.1:0", "the node's UDP address")
+	shards := fs.Int("shards", 2, "the node's dataplane shards")
+	calls := fs.Int("calls", 2000, "sequential calls for the latency percentiles")
+	tokens := fs.Int("tokens", 200000, "tokens in the streamed answer")
+	seconds := fs.Duration("load", 2*time.Second, "how long the concurrent-call load runs")
+	serve := fs.Bool("serve", false, "keep the mesh up after the demo (Ctrl-C to stop)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mxpd demo\n\nRuns the built-in demo: a self-check of the MXP message layer.")
+		fmt.Fprintln(stderr, "usage: mxpd demo [flags]\n\nStarts a node and a coordinator, a researcher and a writer agent in this process,\nruns calls, events and a token stream through the node over UDP, and prints\nlatency and throughput. About 10 seconds.\n\nflags:")
+		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -51,73 +44,184 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	fmt.Fprintln(stdout, "mxpd demo: MXP message layer self-check")
-	failed := 0
-	check := func(ok bool, format string, a ...any) {
-		mark := "ok  "
-		if !ok {
-			mark, failed = "FAIL", failed+1
-		}
-		fmt.Fprintf(stdout, "  %s %s\n", mark, fmt.Sprintf(format, a...))
+	ap, err := netip.ParseAddrPort(*listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxpd demo: --listen: %v\n", err)
+		return 2
 	}
-
-	var buf []byte
-	const traceID = 0x5ca1ab1e0ddba11
-	for i, p := range demoPayloads() {
-		payload, err := p.AppendPayload(nil)
-		if err != nil {
-			check(false, "%s: encode payload: %v", p.MessageType(), err)
-			continue
-		}
-		start := len(buf)
-		buf, err = wire.AppendMessage(buf, &wire.Message{Type: p.MessageType(), MessageID: uint64(i + 1), TraceID: traceID, Payload: payload})
-		if err != nil {
-			check(false, "%s: encode message: %v", p.MessageType(), err)
-			continue
-		}
-		m, n, err := wire.DecodeMessage(buf[start:])
-		got := wire.NewPayload(m.Type)
-		ok := err == nil && n == len(buf)-start && m.TraceID == traceID && got != nil &&
-			got.DecodePayload(m.Payload) == nil && reflect.DeepEqual(got, p)
-		check(ok, "%-14s payload %3d B, message %3d B, round trip", p.MessageType(), len(payload), n)
-	}
-
-	// Every message above shares one buffer, as they would share a packet.
-	count, off := 0, 0
-	for off < len(buf) {
-		_, n, err := wire.DecodeMessage(buf[off:])
-		if err != nil {
-			break
-		}
-		off, count = off+n, count+1
-	}
-	check(off == len(buf) && count == len(demoPayloads()), "%d messages decoded back to back from one %d-byte buffer", count, len(buf))
-
-	bad := bytes.Clone(buf)
-	bad[wire.HeaderSize+3] ^= 0x20
-	_, _, err := wire.DecodeMessage(bad)
-	check(errors.Is(err, wire.ErrChecksumMismatch), "a flipped payload bit is caught: %v", err)
-
-	// A rough timing of the 256-byte codec; benchmarks (go test -bench ./wire) are the reference.
-	m := wire.Message{Type: wire.TypeCall, MessageID: 1, TraceID: traceID, Payload: make([]byte, 256)}
-	enc := make([]byte, 0, wire.EncodedLen(256))
-	const rounds = 200000
-	t0 := time.Now()
-	for range rounds {
-		enc, _ = wire.AppendMessage(enc[:0], &m)
-	}
-	t1 := time.Now()
-	for range rounds {
-		_, _, _ = wire.DecodeMessage(enc)
-	}
-	t2 := time.Now()
-	fmt.Fprintf(stdout, "  info 256-byte message: encode %.1f ns, decode+verify %.1f ns (rough; see go test -bench ./wire)\n",
-		float64(t1.Sub(t0).Nanoseconds())/rounds, float64(t2.Sub(t1).Nanoseconds())/rounds)
-
-	if failed > 0 {
-		fmt.Fprintf(stdout, "self-check FAILED: %d problem(s)\n", failed)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := demo(demoConfig{backend: *backend, listen: ap, shards: *shards, calls: *calls, tokens: *tokens, load: *seconds, serve: *serve}, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "mxpd demo: %v\n", err)
 		return 1
 	}
-	fmt.Fprintln(stdout, "self-check passed")
 	return 0
+}
+
+type demoConfig struct {
+	backend string
+	listen  netip.AddrPort
+	shards  int
+	calls   int
+	tokens  int
+	load    time.Duration
+	serve   bool
+}
+
+func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
+	step := func(format string, a ...any) { fmt.Fprintf(out, "  "+format+"\n", a...) }
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		return err
+	}
+	node, err := mesh.StartNode(mesh.NodeConfig{HostConfig: mesh.HostConfig{
+		Listen: cfg.listen, Identity: id, Backend: cfg.backend, Shards: cfg.shards,
+	}})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	fmt.Fprintf(out, "mxpd demo: a node and three agents, over UDP\n")
+	step("node      %s", node.URL())
+	step("dataplane %s", node.Backend())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mk := func(name string, caps ...string) (*mesh.Agent, error) {
+		return mesh.NewAgent(mesh.AgentConfig{Name: name, Capabilities: caps, Node: node.URL()})
+	}
+	researcher, err := mk("researcher", "research")
+	if err != nil {
+		return err
+	}
+	researcher.Handle("research", func(ctx context.Context, req *mesh.Request) ([]byte, error) {
+		return append([]byte("findings on "), req.Body...), nil
+	})
+	researcher.Handle("echo", func(_ context.Context, req *mesh.Request) ([]byte, error) { return req.Body, nil })
+	writer, err := mk("writer", "write", "progress")
+	if err != nil {
+		return err
+	}
+	var progress atomic.Int64
+	writer.OnEvent("progress", func(context.Context, string, []byte) { progress.Add(1) })
+	writer.HandleStream("draft", func(ctx context.Context, req *mesh.Request, s *mesh.Stream) error {
+		tok := make([]byte, 16)
+		for i := range cfg.tokens {
+			copy(tok, fmt.Sprintf("token-%010d", i))
+			if err := s.Send(tok); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	coordinator, err := mk("coordinator", "plan")
+	if err != nil {
+		return err
+	}
+	for _, a := range []*mesh.Agent{researcher, writer, coordinator} {
+		if err := a.Start(ctx); err != nil {
+			return err
+		}
+		defer a.Close()
+	}
+	step("agents    %d registered: %s", len(node.Agents()), names(node.Agents()))
+
+	found, err := coordinator.Discover(ctx, "research")
+	if err != nil || len(found) != 1 {
+		return fmt.Errorf("discover: %v (%d found)", err, len(found))
+	}
+	res := found[0].ID
+	answer, err := coordinator.Call(ctx, res, "research", []byte("agent meshes"))
+	if err != nil {
+		return err
+	}
+	step("call      coordinator -> researcher: %q", answer)
+
+	// Sequential latency, 1 KiB each way.
+	payload := make([]byte, 1024)
+	lat := make([]time.Duration, 0, cfg.calls)
+	for range cfg.calls {
+		t0 := time.Now()
+		if _, err := coordinator.Call(ctx, res, "echo", payload); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	step("latency   %d sequential 1 KiB calls through the node: p50 %v, p90 %v, p99 %v",
+		cfg.calls, pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+
+	// Throughput: 64 concurrent callers on the coordinator's one connection.
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(cfg.load)
+	t0 := time.Now()
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				if _, err := coordinator.Call(ctx, res, "echo", payload); err != nil {
+					log.Warn("call failed", "err", err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(done.Load()) / time.Since(t0).Seconds()
+	step("load      64 concurrent callers, 1 KiB calls: %.0f calls/s", rate)
+
+	for i := range 100 {
+		if err := coordinator.Emit(ctx, "progress", []byte(fmt.Sprint(i))); err != nil {
+			return err
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); progress.Load() < 100 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	step("events    %d of 100 progress events delivered to the writer", progress.Load())
+
+	t0 = time.Now()
+	s, err := coordinator.OpenStream(ctx, writer.ID(), "draft", []byte("write the summary"))
+	if err != nil {
+		return err
+	}
+	n := 0
+	for {
+		if _, err := s.Recv(); err != nil {
+			if err != io.EOF {
+				return err
+			}
+			break
+		}
+		n++
+	}
+	s.CloseSend()
+	el := time.Since(t0)
+	step("stream    %d 16-byte tokens in %v: %.0f tokens/s", n, el.Round(time.Millisecond), float64(n)/el.Seconds())
+	if n != cfg.tokens || progress.Load() != 100 {
+		return fmt.Errorf("incomplete: %d tokens, %d events", n, progress.Load())
+	}
+	st := node.Stats()
+	step("node      routed %d messages; %d not found, %d timed out, %d dropped",
+		st.Routed.Load(), st.NotFound.Load(), st.TimedOut.Load(), st.Dropped.Load())
+	fmt.Fprintln(out, "demo passed")
+	if cfg.serve {
+		fmt.Fprintf(out, "serving: agents can join at %s (Ctrl-C to stop)\n", node.URL())
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		<-sig
+	}
+	return nil
+}
+
+func names(rs []wire.AgentRecord) string {
+	var s []string
+	for _, r := range rs {
+		s = append(s, r.Name)
+	}
+	slices.Sort(s)
+	return strings.Join(s, ", ")
 }

@@ -5,7 +5,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 // command is one mxpd subcommand.
@@ -17,8 +20,14 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"demo", "run the built-in demo and self-check", runDemo},
-		{"debug", "inspect MXP messages (decode, encode)", runDebug},
+		{"demo", "run a node and three agents in this process and measure them (about 10 s)", runDemo},
+		{"init", "create the node's identity key and mxpd.toml", runInit},
+		{"start", "run the node (mxpd.toml, flags override)", runStart},
+		{"status", "show the local node's state", runStatus},
+		{"agent", "list, discover or register agents", runAgent},
+		{"call", "call a method on an agent", runCall},
+		{"stream", "open a stream to an agent and print what it sends", runStream},
+		{"debug", "decode/encode messages, probe backends, measure latency", runDebug},
 	}
 }
 
@@ -53,3 +62,13 @@ func usage(w io.Writer) {
 }
 
 func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "-help" }
+
+func waitInterrupt() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+}
+
+func netipJoin(host string, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(host), port)
+}
