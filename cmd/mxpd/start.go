@@ -151,14 +151,17 @@ func runStart(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serveNode(cfg, base, log, stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serveNode(ctx, cfg, base, log, stdout); err != nil {
 		log.Error("mxpd stopped", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serveNode(cfg fileConfig, base string, log *slog.Logger, stdout io.Writer) error {
+// serveNode runs the node until ctx ends, then drains in-flight calls.
+func serveNode(ctx context.Context, cfg fileConfig, base string, log *slog.Logger, stdout io.Writer) error {
 	keyFile := cfg.Key
 	if !filepath.IsAbs(keyFile) {
 		keyFile = filepath.Join(base, keyFile)
@@ -219,13 +222,11 @@ func serveNode(cfg fileConfig, base string, log *slog.Logger, stdout io.Writer) 
 	}
 	fmt.Fprintf(stdout, "mxpd: serving %s\n", node.URL())
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	<-ctx.Done()
+	log.Info("shutting down: draining calls in flight")
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	node.Drain(ctx)
+	node.Drain(dctx)
 	return node.Close()
 }
 
