@@ -935,7 +935,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 // need_wakeup flag is up.
 func (c *shardConn) kick() {
 	for range 16 {
-		if c.needWakeup && !c.tx.needWakeup() {
+		if c.zeroCopy && c.needWakeup && !c.tx.needWakeup() {
 			return
 		}
 		err := unix.Sendto(c.fd, nil, unix.MSG_DONTWAIT, nil)
