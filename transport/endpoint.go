@@ -181,6 +181,15 @@ func (e *Endpoint) Stats() EndpointStats { return e.stats }
 // Len returns the number of connections.
 func (e *Endpoint) Len() int { return len(e.conns) }
 
+// Conns lists the endpoint's connections (in no particular order).
+func (e *Endpoint) Conns() []*Conn {
+	out := make([]*Conn, 0, len(e.conns))
+	for _, c := range e.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
 // Dial starts a handshake with the responder at addr whose static key is peer.
 func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Time) (*Conn, error) {
 	var b [8]byte
