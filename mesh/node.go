@@ -41,7 +41,7 @@ type Node struct {
 	observeCall func(time.Duration) // set by NewMetrics
 	draining    atomic.Bool
 	stop        chan struct{}
-	done  chan struct{}
+	done        chan struct{}
 }
 
 // NodeStats counts what the node did; every field only grows.
