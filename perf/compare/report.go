@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Meta describes the run for the report header.
+type Meta struct {
+	Mode    string
+	Command string
+	Machine string
+	Started string
+	Seconds float64
+}
+
+// writeJSON writes compare.json: the rows, as a JSON list.
+func writeJSON(dir string, rows []Row) error {
+	b, err := json.MarshalIndent(rows, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "compare.json"), append(b, '\n'), 0o644)
+}
+
+type rowKey struct {
+	system, workload string
+	payload          int
+}
+
+func index(rows []Row) map[rowKey]Row {
+	m := map[rowKey]Row{}
+	for _, r := range rows {
+		m[rowKey{r.System, r.Workload, r.Payload}] = r
+	}
+	return m
+}
+
+func num(v *float64) string {
+	if v == nil {
+		return "–"
+	}
+	x := *v
+	switch {
+	case x >= 1e6:
+		return fmt.Sprintf("%.2fM", x/1e6)
+	case x >= 1e4:
+		return fmt.Sprintf("%.0fk", x/1e3)
+	case x >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f", x)
+	}
+	return fmt.Sprintf("%.2f", x)
+}
+
+// ratio formats v/base as "1.23×".
+func ratio(v, base *float64) string {
+	if v == nil || base == nil || *base == 0 {
+		return "–"
+	}
+	r := *v / *base
+	if r >= 10 {
+		return fmt.Sprintf("%.0f×", r)
+	}
+	return fmt.Sprintf("%.2f×", r)
+}
+
+func systemsIn(rows []Row) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range rows {
+		if !seen[r.System] {
+			seen[r.System] = true
+			out = append(out, r.System)
+		}
+	}
+	return out
+}
+
+// markdown renders compare.md.
+func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
+	rows := res.Rows
+	ix := index(rows)
+	systems := systemsIn(rows)
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("# MXP comparison (%s mode)\n\n", meta.Mode)
+	p("Run %s, %.0f s, on %s.\n\n`%s`\n\n", meta.Started, meta.Seconds, meta.Machine, meta.Command)
+	p("All systems run in one process on 127.0.0.1. \"×udp\" is the value divided by raw UDP's for the same workload and payload: ")
+	p("for latency and setup lower is better, for req/s and tokens/s higher is better. ")
+	p("CPU µs/req is the whole process's (client and server) user+system CPU time from getrusage over the measured window, divided by the calls completed.\n\n")
+
+	summary := 1024
+	p("## Summary at %d B\n\n", summary)
+	p("| system | p50 µs | ×udp | req/s 1 conn | ×udp | req/s 8 conn | ×udp | setup µs | ×udp | tokens/s | ×udp |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, s := range systems {
+		if _, skipped := ix[rowKey{s, WSkipped, 0}]; skipped {
+			continue
+		}
+		l, lu := ix[rowKey{s, WLatency, summary}], ix[rowKey{"udp", WLatency, summary}]
+		c1, c1u := ix[rowKey{s, WConc(1), summary}], ix[rowKey{"udp", WConc(1), summary}]
+		c8, c8u := ix[rowKey{s, WConc(8), summary}], ix[rowKey{"udp", WConc(8), summary}]
+		st, stu := ix[rowKey{s, WSetup, 64}], ix[rowKey{"udp", WSetup, 64}]
+		tk, tku := ix[rowKey{s, WStream, TokenSize}], ix[rowKey{"udp", WStream, TokenSize}]
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
+			num(l.P50us), ratio(l.P50us, lu.P50us),
+			num(c1.ReqPerS), ratio(c1.ReqPerS, c1u.ReqPerS),
+			num(c8.ReqPerS), ratio(c8.ReqPerS, c8u.ReqPerS),
+			num(st.SetupUs), ratio(st.SetupUs, stu.SetupUs),
+			num(tk.TokensPerS), ratio(tk.TokensPerS, tku.TokensPerS))
+	}
+
+	p("\n## Sequential latency (one connection, one caller)\n\n")
+	p("| system | payload B | samples | p50 µs | p99 µs | p99.9 µs | p50 ×udp | p99 ×udp | note |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	for _, pl := range cfg.LatencyPayloads {
+		u := ix[rowKey{"udp", WLatency, pl}]
+		for _, s := range systems {
+			r, ok := ix[rowKey{s, WLatency, pl}]
+			if !ok {
+				continue
+			}
+			p("| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", s, pl, r.Count,
+				num(r.P50us), num(r.P99us), num(r.P999us),
+				ratio(r.P50us, u.P50us), ratio(r.P99us, u.P99us), note(r))
+		}
+	}
+
+	p("\n## %d concurrent callers\n\n", cfg.Callers)
+	p("| system | payload B | conns | req/s | ×udp | CPU µs/req | calls | note |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|---|\n")
+	for _, pl := range cfg.TputPayloads {
+		for _, n := range cfg.Conns {
+			u := ix[rowKey{"udp", WConc(n), pl}]
+			for _, s := range systems {
+				r, ok := ix[rowKey{s, WConc(n), pl}]
+				if !ok {
+					continue
+				}
+				p("| %s | %d | %d | %s | %s | %s | %d | %s |\n", s, pl, n,
+					num(r.ReqPerS), ratio(r.ReqPerS, u.ReqPerS), num(r.CPUusPerReq), r.Count, note(r))
+			}
+		}
+	}
+
+	p("\n## Connection setup to first 64 B response (median)\n\n")
+	p("| system | setup µs | ×udp | samples | note |\n|---|--:|--:|--:|---|\n")
+	u := ix[rowKey{"udp", WSetup, 64}]
+	for _, s := range systems {
+		if r, ok := ix[rowKey{s, WSetup, 64}]; ok {
+			p("| %s | %s | %s | %d | %s |\n", s, num(r.SetupUs), ratio(r.SetupUs, u.SetupUs), r.Count, note(r))
+		}
+	}
+
+	p("\n## Token stream (%d tokens of %d B, one stream)\n\n", cfg.Tokens, TokenSize)
+	p("| system | tokens/s | ×udp | tokens | note |\n|---|--:|--:|--:|---|\n")
+	u = ix[rowKey{"udp", WStream, TokenSize}]
+	for _, s := range systems {
+		if r, ok := ix[rowKey{s, WStream, TokenSize}]; ok {
+			p("| %s | %s | %s | %d | %s |\n", s, num(r.TokensPerS), ratio(r.TokensPerS, u.TokensPerS), r.Count, note(r))
+		}
+	}
+
+	var skipped []Row
+	for _, r := range rows {
+		if r.Workload == WSkipped {
+			skipped = append(skipped, r)
+		}
+	}
+	if len(skipped) > 0 {
+		p("\n## Skipped\n\n")
+		for _, r := range skipped {
+			p("- %s: %s\n", r.System, r.Note)
+		}
+	}
+	if len(plots) > 0 {
+		p("\n## Plots\n\n")
+		for _, f := range plots {
+			p("![%s](%s)\n\n", strings.TrimSuffix(f, ".svg"), f)
+		}
+	}
+	return b.String()
+}
+
+func note(r Row) string {
+	s := r.Note
+	if r.Errors > 0 && !strings.Contains(s, "error") {
+		s = strings.TrimSpace(fmt.Sprintf("%d errors %s", r.Errors, s))
+	}
+	return strings.ReplaceAll(s, "|", "/")
+}
