@@ -2,17 +2,28 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/mesh"
+	"github.com/mxp-dataplane/mxp/wire"
 )
 
-// The MXP systems: one per dataplane backend. Each runs a node on loopback
-// with a server agent that handles "echo" (returns the request) and a
-// "tokens" stream, and a client agent per Dial that calls it.
-//
-// Until the harness is wired to package mesh, Setup reports the system as
-// unavailable and the run prints a skipped row with the reason.
+// The MXP systems, one per dataplane backend: a mesh node on 127.0.0.1 with
+// that backend, a server agent that handles "echo" (returns the request) and
+// the "tokens" stream, and one client agent per Dial. Calls go the way MXP
+// routes them: client agent → node → server agent and back, each hop over an
+// encrypted MXP connection. A backend the machine cannot run (io_uring or
+// AF_XDP unavailable) is reported as skipped with the node's reason.
 type mxpSystem struct {
 	name    string
 	backend string // dataplane backend: "portable", "uring" or "xdp"
+	node    *mesh.Node
+	server  *mesh.Agent
 }
 
 func init() {
@@ -23,12 +34,112 @@ func init() {
 
 func (s *mxpSystem) Name() string { return s.name }
 
+const mxpHeartbeat = time.Second
+
 func (s *mxpSystem) Setup(ctx context.Context) error {
-	return unavailable("not available yet: package mesh is not wired into perf/compare (backend %s)", s.backend)
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		return err
+	}
+	node, err := mesh.StartNode(mesh.NodeConfig{
+		HostConfig: mesh.HostConfig{
+			Listen:   netip.MustParseAddrPort("127.0.0.1:0"),
+			Identity: id,
+			Backend:  s.backend,
+			Shards:   2,
+		},
+		HeartbeatInterval: mxpHeartbeat,
+	})
+	if err != nil {
+		if s.backend != "portable" {
+			return unavailable("node with backend %s: %v", s.backend, err)
+		}
+		return err
+	}
+	s.node = node
+	srv, err := mesh.NewAgent(mesh.AgentConfig{Name: "compare-server", Capabilities: []string{"echo"},
+		Node: node.URL(), HeartbeatInterval: mxpHeartbeat, Backend: "portable"})
+	if err != nil {
+		node.Close()
+		return err
+	}
+	srv.Handle("echo", func(_ context.Context, req *mesh.Request) ([]byte, error) {
+		return append([]byte(nil), req.Body...), nil
+	})
+	srv.HandleStream("tokens", func(ctx context.Context, req *mesh.Request, st *mesh.Stream) error {
+		if len(req.Body) != 8 {
+			return errors.New("want an 8-byte count")
+		}
+		n := binary.LittleEndian.Uint64(req.Body)
+		token := make([]byte, TokenSize)
+		for range n {
+			if err := st.Send(token); err != nil {
+				return err
+			}
+		}
+		return st.CloseSend()
+	})
+	if err := srv.Start(ctx); err != nil {
+		node.Close()
+		return fmt.Errorf("server agent: %w", err)
+	}
+	s.server = srv
+	return nil
+}
+
+func (s *mxpSystem) Teardown() error {
+	err := s.server.Close()
+	if e := s.node.Close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+type mxpClient struct {
+	a      *mesh.Agent
+	target wire.UUID
 }
 
 func (s *mxpSystem) Dial(ctx context.Context) (Client, error) {
-	return nil, unavailable("not available yet")
+	a, err := mesh.NewAgent(mesh.AgentConfig{Name: "compare-client", Node: s.node.URL(),
+		HeartbeatInterval: mxpHeartbeat, Backend: "portable"})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(ctx); err != nil {
+		return nil, err
+	}
+	return &mxpClient{a: a, target: s.server.ID()}, nil
 }
 
-func (s *mxpSystem) Teardown() error { return nil }
+func (c *mxpClient) Call(ctx context.Context, req []byte) ([]byte, error) {
+	return c.a.Call(ctx, c.target, "echo", req)
+}
+
+func (c *mxpClient) Stream(ctx context.Context, n int) (int, error) {
+	st, err := c.a.OpenStream(ctx, c.target, "tokens", binary.LittleEndian.AppendUint64(nil, uint64(n)))
+	if err != nil {
+		return 0, err
+	}
+	// Recv has no context: when ctx ends, closing the agent fails the stream.
+	stop := context.AfterFunc(ctx, func() { c.a.Close() })
+	defer stop()
+	got := 0
+	for got < n {
+		tok, err := st.Recv()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return got, err
+		}
+		if len(tok) != TokenSize {
+			return got, fmt.Errorf("token of %d bytes", len(tok))
+		}
+		got++
+	}
+	_ = st.CloseSend()
+	return got, nil
+}
+
+func (c *mxpClient) Close() error { return c.a.Close() }
