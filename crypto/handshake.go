@@ -125,7 +125,8 @@ type Initiator struct {
 	peer   PublicKey
 	connID uint64
 	hs     *noise.HandshakeState
-	noise  []byte // Noise message 1, built once, resent unchanged
+	dh     *cachingDH // nil without a StaticSecretCache
+	noise  []byte     // Noise message 1, built once, resent unchanged
 	ticket *Ticket
 	early  []byte
 	offer  []Suite
@@ -150,8 +151,9 @@ func NewInitiator(cfg *Config, peer PublicKey, connID uint64) (*Initiator, error
 		return nil, newError(KindInvalidArgument, "responder key required", nil)
 	}
 	peerBytes := append([]byte(nil), peer[:]...)
+	suite, dh := noiseSuiteFor(cfg, func() []byte { return peerBytes })
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   noiseSuiteFor(cfg, func() []byte { return peerBytes }),
+		CipherSuite:   suite,
 		Random:        randOrDefault(cfg.Rand),
 		Pattern:       noise.HandshakeIK,
 		Initiator:     true,
@@ -163,7 +165,7 @@ func NewInitiator(cfg *Config, peer PublicKey, connID uint64) (*Initiator, error
 		return nil, newError(KindHandshake, "noise", err)
 	}
 	return &Initiator{
-		cfg: cfg, peer: peer, connID: connID, hs: hs, offer: cfg.suites(),
+		cfg: cfg, peer: peer, connID: connID, hs: hs, dh: dh, offer: cfg.suites(),
 		mac1Key: hashKey(labelMAC1, peer), cookieKey: hashKey(labelCookie, peer),
 	}, nil
 }
@@ -314,6 +316,7 @@ func (i *Initiator) HandleResponderHello(pkt []byte, now time.Time) (*Session, [
 	if rp.earlyAccepted && i.ticket == nil {
 		return nil, nil, newError(KindHandshake, "0-RTT accepted but none sent", nil)
 	}
+	i.dh.commit() // the responder is authenticated now
 	sec := splitSecrets(i.hs, cs1, cs2)
 	s, err := newSession(rp.suite, true, i.connID, i.peer, &sec, i.cfg.Session)
 	if err != nil {
@@ -396,8 +399,9 @@ func (r *Responder) HandleInitiatorHello(pkt []byte, addr netip.AddrPort, now ti
 	}
 
 	var hs *noise.HandshakeState
+	nsuite, dh := noiseSuiteFor(r.cfg, func() []byte { return hs.PeerStatic() })
 	hs, err = noise.NewHandshakeState(noise.Config{
-		CipherSuite:   noiseSuiteFor(r.cfg, func() []byte { return hs.PeerStatic() }),
+		CipherSuite:   nsuite,
 		Random:        randOrDefault(r.cfg.Rand),
 		Pattern:       noise.HandshakeIK,
 		Initiator:     false,
@@ -416,6 +420,9 @@ func (r *Responder) HandleInitiatorHello(pkt []byte, addr netip.AddrPort, now ti
 	if r.cfg.Authorize != nil && !r.cfg.Authorize(peer) {
 		return HelloResult{}, ErrPeerRefused
 	}
+	// Message 1 authenticated the initiator's static key (the payload
+	// decrypted under a key that depends on ss), and the peer is allowed.
+	dh.commit()
 	hp, err := parseHelloPayload(payload)
 	if err != nil {
 		return HelloResult{}, err

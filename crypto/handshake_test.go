@@ -601,4 +601,16 @@ func TestStaticSecretCache(t *testing.T) {
 	if h, m := rc.StaticCache.Stats(); h != 1 || m != 2 {
 		t.Fatalf("responder cache hits %d misses %d", h, m)
 	}
+	// A refused initiator never enters the cache.
+	rc.Authorize = func(p PublicKey) bool { return !p.Equal(mustIdentity(t, 90).Public) }
+	refused := &Config{Identity: mustIdentity(t, 90), Rand: newDetRand(91)}
+	for i := 0; i < 2; i++ {
+		ini, _ := NewInitiator(refused, rc.Identity.Public, 4)
+		if _, err := resp.HandleInitiatorHello(mustHello(t, ini, t0), testAddr, t0, false); !errors.Is(err, ErrPeerRefused) {
+			t.Fatal(err)
+		}
+	}
+	if h, m := rc.StaticCache.Stats(); h != 1 || m != 4 {
+		t.Fatalf("refused peer cached: hits %d misses %d", h, m)
+	}
 }

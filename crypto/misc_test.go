@@ -129,16 +129,22 @@ func TestStaticSecretCacheForget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Not committed yet: a second computation is another miss.
+	dh.DH(a.Private[:], b.Public[:])
+	if h, m := c.Stats(); h != 0 || m != 2 {
+		t.Fatal("uncommitted value was cached", h, m)
+	}
+	dh.commit()
 	y, _ := dh.DH(a.Private[:], b.Public[:])
 	if string(x) != string(y) {
 		t.Fatal("cached value differs")
 	}
-	if h, m := c.Stats(); h != 1 || m != 1 {
+	if h, m := c.Stats(); h != 1 || m != 2 {
 		t.Fatal(h, m)
 	}
 	c.Forget(a.Public, b.Public)
 	dh.DH(a.Private[:], b.Public[:])
-	if _, m := c.Stats(); m != 2 {
+	if _, m := c.Stats(); m != 3 {
 		t.Fatal("forget did not drop the entry")
 	}
 	// A low-order point is refused, not cached.

@@ -54,10 +54,32 @@ func pairKey(own, peer PublicKey) (k [2 * KeySize]byte) {
 
 // cachingDH is the noise.DHFunc of one handshake: plain X25519, except that
 // the static-static computation goes through the cache.
+//
+// A freshly computed value is only held as pending; the handshake commits
+// it to the cache once the peer is authenticated and authorised, so
+// unauthenticated hellos cannot fill the cache.
 type cachingDH struct {
-	cache *StaticSecretCache
-	id    *Identity
-	peer  func() []byte // the peer's static key once known
+	cache      *StaticSecretCache
+	id         *Identity
+	peer       func() []byte // the peer's static key once known
+	pending    [KeySize]byte
+	pendingKey [2 * KeySize]byte
+	hasPending bool
+}
+
+// commit stores the pending static-static value, if any, in the cache.
+func (d *cachingDH) commit() {
+	if d == nil || !d.hasPending {
+		return
+	}
+	c := d.cache
+	c.mu.Lock()
+	if len(c.m) < c.max {
+		c.m[d.pendingKey] = d.pending
+	}
+	c.mu.Unlock()
+	clear(d.pending[:])
+	d.hasPending = false
 }
 
 func (d *cachingDH) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
@@ -94,21 +116,19 @@ func (d *cachingDH) DH(priv, pub []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if len(c.m) < c.max {
-		c.m[k] = [KeySize]byte(out)
-	}
-	c.mu.Unlock()
+	d.pending, d.pendingKey, d.hasPending = [KeySize]byte(out), k, true
 	return out, nil
 }
 
 // noiseSuiteFor returns the Noise cipher suite of a handshake: the standard
 // Noise_*_25519_ChaChaPoly_SHA256 primitives, with the static-static DH
 // cached when the config has a StaticSecretCache.
-func noiseSuiteFor(cfg *Config, peer func() []byte) noise.CipherSuite {
+// The returned *cachingDH (nil without a cache) must be committed once the
+// peer is authenticated.
+func noiseSuiteFor(cfg *Config, peer func() []byte) (noise.CipherSuite, *cachingDH) {
 	if cfg.StaticCache == nil {
-		return noiseSuite
+		return noiseSuite, nil
 	}
 	dh := &cachingDH{cache: cfg.StaticCache, id: &cfg.Identity, peer: peer}
-	return noise.NewCipherSuite(dh, noise.CipherChaChaPoly, noise.HashSHA256)
+	return noise.NewCipherSuite(dh, noise.CipherChaChaPoly, noise.HashSHA256), dh
 }
