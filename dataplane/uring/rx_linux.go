@@ -23,8 +23,13 @@ const (
 	nameArea    = 32
 	groCtrlArea = 24 // CMSG_SPACE(sizeof(int))
 	bufGroup    = 0
-	rxBudget    = 32 << 20 // bytes of receive buffers per shard, at most
-	cmsgHdrLen  = 16       // CMSG_LEN(0) on 64-bit
+	// rxBudget bounds the receive buffers of a shard. The buffers cycle
+	// through the ring in order, so their total is the working set the
+	// kernel's copies and the handler's reads sweep: with GRO, 64 buffers
+	// of 64 KiB received 1200-byte datagrams measurably faster (less CPU
+	// per datagram) than 256.
+	rxBudget   = 8 << 20
+	cmsgHdrLen = 16 // CMSG_LEN(0) on 64-bit
 )
 
 // rxGeometry returns the number of provided buffers and the size of each:
