@@ -144,3 +144,15 @@ func ParsePacketHeader(b []byte, h *PacketHeader) error {
 	copy(h.Nonce[:], b[PacketOffsetNonce:PacketHeaderLen])
 	return nil
 }
+
+// PeekPacketConnID returns the conn ID of the packet at the start of b and
+// whether its HANDSHAKE flag is set, without validating anything else: the
+// demultiplexing step before a packet is handed to its connection. It fails
+// only when b is shorter than a header. (HANDSHAKE is never masked by header
+// protection, so it is readable on protected packets too.)
+func PeekPacketConnID(b []byte) (connID uint64, handshake bool, err error) {
+	if len(b) < PacketHeaderLen {
+		return 0, false, &PacketError{Kind: PacketErrBufferTooSmall, Expected: PacketHeaderLen, Actual: len(b)}
+	}
+	return binary.LittleEndian.Uint64(b), b[PacketOffsetFlags]&PacketFlagHandshake != 0, nil
+}

@@ -218,3 +218,19 @@ func FuzzParsePacketHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestPeekPacketConnID(t *testing.T) {
+	h := PacketHeader{ConnID: 0x0102030405060708, Flags: PacketFlagHandshake | PacketFlagAck}
+	b := AppendPacketHeader(nil, &h)
+	id, hs, err := PeekPacketConnID(append(b, 1, 2, 3))
+	if err != nil || id != h.ConnID || !hs {
+		t.Fatal(id, hs, err)
+	}
+	h.Flags = PacketFlagAck
+	if _, hs, _ := PeekPacketConnID(AppendPacketHeader(nil, &h)); hs {
+		t.Fatal("handshake flag misread")
+	}
+	if _, _, err := PeekPacketConnID(b[:31]); !errors.Is(err, &PacketError{Kind: PacketErrBufferTooSmall}) {
+		t.Fatal(err)
+	}
+}
