@@ -341,3 +341,53 @@ func TestCloseLeavesNothing(t *testing.T) {
 		t.Errorf("after 10 pairs: %d descriptors and %d io_uring mappings, %d and %d before", fds, maps, fds0, maps0)
 	}
 }
+
+// Empty datagrams are datagrams: each arrives with length 0 and its buffer
+// comes back on Release.
+func TestEmptyDatagrams(t *testing.T) {
+	requireURing(t)
+	for _, gro := range []bool{true, false} {
+		conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0), DisableGRO: !gro})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := conns[0].(*shardConn)
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.LocalAddr()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Recv(nil)
+		for range 5 {
+			conn.Write(nil)
+		}
+		rx := make([]dataplane.Packet, 8)
+		got := 0
+		for deadline := time.Now().Add(2 * time.Second); got < 5 && time.Now().Before(deadline); {
+			n, err := c.Recv(rx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range rx[:n] {
+				if len(p.Buf) != 0 || p.Addr != netip.MustParseAddrPort(conn.LocalAddr().String()) {
+					t.Errorf("datagram %q from %v", p.Buf, p.Addr)
+				}
+			}
+			got += n
+			c.Release(rx[:n])
+			if n == 0 {
+				c.Wait(time.Now().Add(5 * time.Millisecond))
+			}
+		}
+		if got != 5 {
+			t.Fatalf("gro %v: %d of 5 empty datagrams", gro, got)
+		}
+		checkAccounting(t, c)
+		if c.rx.provided != c.rx.nbufs {
+			t.Errorf("gro %v: %d of %d buffers back in the ring", gro, c.rx.provided, c.rx.nbufs)
+		}
+		conn.Close()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -204,7 +204,15 @@ func (r *rxState) start(e rxEntry, maxDgram int) bool {
 	}
 	r.seg = 0
 	if r.ctrlLen > 0 {
+		if flags&unix.MSG_CTRUNC != 0 {
+			r.recycle(e.bid) // the segment size may be lost: cannot split safely
+			return false
+		}
 		r.seg = groSegSize(b[ring.SizeofRecvmsgOut+nameArea : ring.SizeofRecvmsgOut+nameArea+min(int(controllen), r.ctrlLen)])
+		if r.seg > maxDgram || r.seg <= 0 && len(payload) > maxDgram {
+			r.recycle(e.bid) // datagrams longer than MaxDatagram
+			return false
+		}
 	}
 	r.splitting, r.cur, r.payload, r.off, r.from = true, e.bid, payload, 0, from
 	return true

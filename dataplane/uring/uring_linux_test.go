@@ -262,7 +262,12 @@ func TestWithoutOffloads(t *testing.T) {
 // (GRO off: the buffer is one byte longer than MaxDatagram) and on send.
 func TestOversizeDropped(t *testing.T) {
 	requireURing(t)
-	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0), MaxDatagram: 100, DisableGRO: true}
+	t.Run("gro", func(t *testing.T) { testOversizeDropped(t, false) })
+	t.Run("no-gro", func(t *testing.T) { testOversizeDropped(t, true) })
+}
+
+func testOversizeDropped(t *testing.T, noGRO bool) {
+	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0), MaxDatagram: 100, DisableGRO: noGRO}
 	conns, err := (&Backend{}).Open(cfg)
 	if err != nil {
 		t.Fatal(err)
