@@ -201,7 +201,7 @@ func pingPongWith(t *testing.T, srvB *inNetns, cliB dataplane.Backend, srvAddr, 
 	var r pingResult
 	var misrouted, got, badAccount, checks atomic.Uint64
 	var echoes []*echo
-	srv, err := dataplane.Start(srvB, dataplane.Config{Addr: netip.AddrPortFrom(srvAddr, 0), Shards: shards, Batch: 64},
+	srv, err := dataplane.Start(srvB, dataplane.Config{Addr: netip.AddrPortFrom(srvAddr, 0), Shards: shards, Batch: 64, MaxDatagram: max(size, 1500)},
 		func(i int) dataplane.Handler {
 			e := &echo{shard: i, nshards: shards, misrouted: &misrouted, got: &got, badAccount: &badAccount, checks: &checks}
 			echoes = append(echoes, e)
@@ -524,4 +524,29 @@ type fixed struct {
 func (*fixed) Name() string { return "xdp" }
 func (f *fixed) Open(dataplane.Config) ([]dataplane.ShardConn, error) {
 	return f.conns, nil
+}
+
+// Jumbo MTU on veth: native XDP needs the peer's MTU to fit a page, so Auto
+// attaches in generic mode. Datagrams larger than a UMEM frame pass to the
+// fallback socket; replies larger than a TX frame's capacity (the handler's
+// append moves them out of the UMEM) leave through that socket too.
+func TestJumboMTU(t *testing.T) {
+	requireXDP(t)
+	topo, err := testnet.New(testnet.Config{Prefix: "mxpxdpj", MTU: 9000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.Close() })
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	srv := &inNetns{host: b}
+	cli := &nsBackend{Backend: &portable.Backend{}, host: a}
+	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 6000, 500, func(int, int) byte { return 0 })
+	ex := r.serverExtra[0]
+	t.Logf("jumbo: features %+v, program %+v, socket rx %d tx %d", r.serverFeatures, ex.Program, ex.SocketRx, ex.SocketTx)
+	if r.serverFeatures.Mode != bpf.XDPModeGeneric {
+		t.Errorf("mode %v with a 9000-byte peer MTU, want generic", r.serverFeatures.Mode)
+	}
+	if ex.Program.PassTooBig == 0 || ex.SocketRx == 0 || ex.SocketTx < 500 {
+		t.Errorf("large datagrams did not go through the socket both ways: %+v", ex)
+	}
 }

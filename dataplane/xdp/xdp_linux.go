@@ -864,12 +864,24 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	idx := c.tx.cachedProd
 	var produced uint32
 	for _, p := range pkts {
+		dst := netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
 		i := c.frameOf(p.Buf)
-		if i < 0 || c.fr.owner[i] != ownTxBuf {
-			dropped++ // not a buffer of the last TxBuffers
+		if i < 0 {
+			// Not a UMEM frame: the handler outgrew the buffer's capacity
+			// (a datagram larger than the MTU allows) and append moved it.
+			// The kernel can send it (fragmenting it if need be).
+			if dst.IsValid() && c.sendSocket(p.Buf, dst) {
+				sent++
+				bytes += len(p.Buf)
+			} else {
+				dropped++
+			}
 			continue
 		}
-		dst := netip.AddrPortFrom(p.Addr.Addr().Unmap(), p.Addr.Port())
+		if c.fr.owner[i] != ownTxBuf {
+			dropped++ // a frame, but not one the last TxBuffers handed out
+			continue
+		}
 		src := c.src4
 		if dst.Addr().Is6() {
 			src = c.src6
