@@ -23,3 +23,10 @@ bench:
 
 demo:
 	go run ./cmd/mxpd demo
+
+# MXP side by side with raw UDP, HTTP(S), gRPC, NATS and quic-go on loopback
+# (docs/performance.md): QUICK=1 for the ~60 s mode, the full one takes ~8 min.
+.PHONY: compare
+OUT ?= compare-out
+compare:
+	go run ./perf/compare $(if $(QUICK),--quick) --out $(OUT)

@@ -67,9 +67,9 @@ func (m *dgramMux) Call(ctx context.Context, req []byte) ([]byte, error) {
 		case r := <-ch:
 			return r, nil
 		case <-m.tok:
-			r, err := m.lead(id, ch, resend)
+			r, ok, err := m.lead(id, ch, resend)
 			m.tok <- struct{}{}
-			if r != nil || err != nil {
+			if ok || err != nil {
 				return r, err
 			}
 		default:
@@ -83,9 +83,9 @@ func (m *dgramMux) Call(ctx context.Context, req []byte) ([]byte, error) {
 			case r := <-ch:
 				return r, nil
 			case <-m.tok:
-				r, err := m.lead(id, ch, resend)
+				r, ok, err := m.lead(id, ch, resend)
 				m.tok <- struct{}{}
-				if r != nil || err != nil {
+				if ok || err != nil {
 					return r, err
 				}
 			case <-timer.C:
@@ -103,28 +103,29 @@ func (m *dgramMux) Call(ctx context.Context, req []byte) ([]byte, error) {
 }
 
 // lead reads datagrams until id's response arrives or deadline passes
-// (nil, nil: the caller resends). Others' responses go to their channels.
-func (m *dgramMux) lead(id uint64, ch chan []byte, deadline time.Time) ([]byte, error) {
+// (ok false: the caller resends). Others' responses go to their channels.
+func (m *dgramMux) lead(id uint64, ch chan []byte, deadline time.Time) (resp []byte, ok bool, err error) {
 	for {
 		select {
 		case r := <-ch:
-			return r, nil
+			return r, true, nil
 		default:
 		}
 		n, err := m.recv(m.buf, deadline)
 		if err == errRecvTimeout {
-			return nil, nil
+			return nil, false, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if n < idLen {
 			continue
 		}
 		got := binary.LittleEndian.Uint64(m.buf)
-		resp := append([]byte(nil), m.buf[idLen:n]...)
+		resp := make([]byte, n-idLen)
+		copy(resp, m.buf[idLen:n])
 		if got == id {
-			return resp, nil
+			return resp, true, nil
 		}
 		m.mu.Lock()
 		other := m.pending[got]
