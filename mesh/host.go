@@ -105,11 +105,6 @@ func (h *host) Addr() netip.AddrPort { return h.engine.Conn(0).LocalAddr() }
 
 func (h *host) stop() error { return h.engine.Stop() }
 
-// shardOf returns the shard that owns connection ID cid.
-func (h *host) shardOf(cid uint64) *shard {
-	return h.shards[wire.ConnIDShard(cid, len(h.shards))]
-}
-
 // do runs fn on the shard's goroutine soon.
 func (sh *shard) do(fn func(now time.Time)) {
 	sh.mu.Lock()

@@ -20,7 +20,6 @@ type pair struct {
 	ca, cb       *Conn
 	now          time.Time
 	out          []Packet
-	received     int
 }
 
 func newPair(tb testing.TB, onMsg func(*Conn, *wire.Message)) *pair {

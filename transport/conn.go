@@ -67,7 +67,6 @@ type sentFrame struct {
 	stream uint64
 	offset uint64
 	length uint32
-	fin    bool
 }
 
 type sentPacket struct {
@@ -142,21 +141,19 @@ type Conn struct {
 	sendConnMax  bool
 
 	// streams
-	streams      map[uint64]*Stream
-	nextBidi     uint64
-	nextUni      uint64
-	peerStreams  int
-	peerDone     rangeSet // peer stream IDs finished and forgotten
-	sched        *scheduler.Scheduler
-	control      bool // control frames are due
-	resets       []*Stream
-	maxUpdates   []*Stream
-	datagrams    [][]byte
-	dgramDropped uint64
-	pingDue      bool
-	cryptoOut    [][]byte
-	msgOut       [scheduler.NumClasses]*Stream
-	msgIn        map[uint64]*msgReader
+	streams     map[uint64]*Stream
+	nextBidi    uint64
+	nextUni     uint64
+	peerStreams int
+	peerDone    rangeSet // peer stream IDs finished and forgotten
+	sched       *scheduler.Scheduler
+	control     bool // control frames are due
+	resets      []*Stream
+	datagrams   [][]byte
+	pingDue     bool
+	cryptoOut   [][]byte
+	msgOut      [scheduler.NumClasses]*Stream
+	msgIn       map[uint64]*msgReader
 
 	stats ConnStats
 }
@@ -584,7 +581,7 @@ func (c *Conn) receive(pkt []byte, from netip.AddrPort, now time.Time) {
 		return
 	}
 	pn := op.PacketNumber
-	outOfOrder := c.recvPNs.contains(pn-1) == false && pn > 0 && c.largestRecvAt != (time.Time{})
+	outOfOrder := !c.recvPNs.contains(pn-1) && pn > 0 && c.largestRecvAt != (time.Time{})
 	c.recvPNs.add(pn, pn+1)
 	c.recvPNs.trimLow(maxAckRanges)
 	if pn >= c.largestRecv || c.largestRecvAt.IsZero() {

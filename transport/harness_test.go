@@ -198,17 +198,6 @@ func (tn *testNet) dial() (ca, cb *Conn) {
 	return c, tn.b.ep.conns[c.cid]
 }
 
-func (tn *testNet) events(n *node) []Event {
-	var evs []Event
-	for {
-		ev, ok := n.ep.PollEvent()
-		if !ok {
-			return evs
-		}
-		evs = append(evs, ev)
-	}
-}
-
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 var zeros = make([]byte, 64<<10)

@@ -59,12 +59,12 @@ func stamp(b []byte, flow int, seq uint64) {
 
 // generator is the sending Handler: one per shard, one flow each.
 type generator struct {
-	dst       netip.AddrPort
-	size      int
-	flow      int
-	pps       float64 // this shard's share
-	start     time.Time
-	sent, seq uint64
+	dst   netip.AddrPort
+	size  int
+	flow  int
+	pps   float64 // this shard's share
+	start time.Time
+	seq   uint64
 }
 
 func (g *generator) Receive([]dataplane.Packet, time.Time) {}
@@ -99,7 +99,6 @@ func sendEngine(r *Result, b dataplane.Backend, c commonFlags, dst netip.AddrPor
 	if dst.Addr().Is6() && !dst.Addr().Is4In6() {
 		bind = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 	}
-	var gens []*generator
 	cfg := dataplane.Config{Addr: bind, Shards: c.shards, Batch: c.batch, MaxDatagram: size, DisableGSO: c.noGSO, DisableGRO: c.noGRO}
 	// Each shard binds its own port so that each is a flow of its own.
 	var engines []*dataplane.Engine
@@ -108,7 +107,6 @@ func sendEngine(r *Result, b dataplane.Backend, c commonFlags, dst netip.AddrPor
 		one := cfg
 		one.Shards = 1
 		g := &generator{dst: dst, size: size, flow: i, pps: pps / float64(max(1, c.shards))}
-		gens = append(gens, g)
 		e, err := dataplane.Start(b, one, func(int) dataplane.Handler { return g })
 		if err != nil {
 			for _, e := range engines {
