@@ -550,3 +550,69 @@ func TestJumboMTU(t *testing.T) {
 		t.Errorf("large datagrams did not go through the socket both ways: %+v", ex)
 	}
 }
+
+// blast is a Handler that fills every send buffer it gets.
+type blast struct {
+	dst  netip.AddrPort
+	size int
+}
+
+func (*blast) Receive([]dataplane.Packet, time.Time) {}
+func (b *blast) Transmit(out []dataplane.Packet, _ time.Time) int {
+	for i := range out {
+		out[i].Buf = out[i].Buf[:b.size]
+		out[i].Buf[7] = 0
+		out[i].Addr = b.dst
+	}
+	return len(out)
+}
+func (*blast) Deadline() time.Time { return time.Time{} }
+
+// Sending as fast as possible to a plain socket keeps going: when every TX
+// frame is in flight the shard must come back for the completions (they
+// wake no poll) and re-kick a queue the kernel called busy. (A shard that
+// waited for readability here stalled for good.)
+func TestTxNoStall(t *testing.T) {
+	requireXDP(t)
+	a, b := topology(t, "mxpxdpt", 1, false)
+	var rc *net.UDPConn
+	if err := b.Do(func() (err error) {
+		rc, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(b.IPv4.AsSlice())})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	dst := rc.LocalAddr().(*net.UDPAddr).AddrPort()
+	e, err := dataplane.Start(&inNetns{host: a}, dataplane.Config{Addr: netip.AddrPortFrom(a.IPv4, 0), MaxDatagram: 64},
+		func(int) dataplane.Handler { return &blast{dst: dst, size: 64} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev uint64
+	stalls := 0
+	var series []uint64
+	for range 15 {
+		time.Sleep(100 * time.Millisecond)
+		n := e.Stats().TxPackets
+		if n == prev {
+			stalls++
+		}
+		series = append(series, n-prev)
+		prev = n
+	}
+	t.Logf("sent per 100 ms: %v", series)
+	if err := e.Stop(); err != nil {
+		t.Error(err)
+	}
+	acc, _ := Accounting(e.Conn(0))
+	t.Logf("sent %d in 1.5 s; frames %+v", prev, acc)
+	// The machine is shared: a pause of 100 ms happens; a stall does not end.
+	last := series[10] + series[11] + series[12] + series[13] + series[14]
+	if stalls > 5 || last == 0 || prev < 10000 {
+		t.Errorf("%d of 15 intervals without progress, %d in the last 500 ms, %d sent", stalls, last, prev)
+	}
+	if !acc.Balanced() || acc.Handler != 0 || acc.TxBuffers != 0 {
+		t.Errorf("frames %+v", acc)
+	}
+}
