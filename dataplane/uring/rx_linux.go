@@ -284,16 +284,29 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 				continue
 			}
 		}
-		d, next := portable.GROSegment(r.payload, r.seg, r.off)
-		pkts[k] = dataplane.Packet{Buf: d, Addr: r.from}
-		r.refs[r.cur]++
-		k++
-		bytes += len(d)
-		if next < len(r.payload) {
-			r.off = next
-			continue
+		// Hand out the buffer's datagrams with its state in locals; the
+		// buffer's reference count and the byte count are added once.
+		payload, seg, off, from := r.payload, r.seg, r.off, r.from
+		first, start := k, off
+		for k < len(pkts) && off < len(payload) {
+			var d []byte
+			d, off = portable.GROSegment(payload, seg, off)
+			pkts[k].Buf, pkts[k].Addr = d, from
+			k++
 		}
-		if r.seg > 0 && len(r.payload) > r.seg {
+		r.refs[r.cur] += int32(k - first)
+		bytes += off - start
+		if off < len(payload) || len(payload) == 0 && k == first {
+			r.off = off
+			if len(payload) > 0 {
+				continue
+			}
+			// An empty datagram: the loop above handed out nothing.
+			pkts[k].Buf, pkts[k].Addr = payload[:0:0], from
+			r.refs[r.cur]++
+			k++
+		}
+		if seg > 0 && len(payload) > seg {
 			splits++
 		}
 		r.splitting = false
@@ -317,17 +330,33 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 // every datagram split from it has been released and none is left to split.
 func (c *shardConn) Release(pkts []dataplane.Packet) {
 	r := &c.rx
+	// Consecutive datagrams mostly share a buffer: count a run of them and
+	// settle the run's buffer once.
+	run, n := -1, int32(0)
 	for i := range pkts {
 		bid := r.bidOf(pkts[i].Buf)
-		if bid < 0 || r.refs[bid] <= 0 {
-			continue // not one of ours, or released already: nothing to give back
+		if bid == run {
+			n++
+			continue
 		}
-		r.refs[bid]--
-		if r.refs[bid] == 0 && r.busy[bid] && !(r.splitting && int(r.cur) == bid) {
-			r.recycle(uint16(bid))
-		}
+		r.settle(run, n)
+		run, n = bid, 1
 	}
+	r.settle(run, n)
 	r.br.Publish()
+}
+
+// settle takes n released datagrams off buffer bid's count (bid < 0: not
+// ours) and recycles the buffer when none is out and none is left to split.
+// A count never goes below zero, so releasing twice changes nothing.
+func (r *rxState) settle(bid int, n int32) {
+	if bid < 0 || r.refs[bid] <= 0 {
+		return
+	}
+	r.refs[bid] = max(0, r.refs[bid]-n)
+	if r.refs[bid] == 0 && r.busy[bid] && !(r.splitting && int(r.cur) == bid) {
+		r.recycle(uint16(bid))
+	}
 }
 
 // probeMultishot arms a multishot recvmsg on an unbound UDP socket and
