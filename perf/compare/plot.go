@@ -18,6 +18,17 @@ var palette = []string{
 
 func colorOf(i int) string { return palette[i%len(palette)] }
 
+// usLabel formats a microsecond axis value: 20 µs, 1 ms, 500 ms, 2 s.
+func usLabel(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%g s", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%g ms", v/1e3)
+	}
+	return fmt.Sprintf("%g µs", v)
+}
+
 func svgEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
@@ -79,17 +90,20 @@ func cdfSVG(title string, systems []string, samples map[string][]float64) string
 			}
 			x := xOf(v)
 			g.line(x, top, x, top+ph, "#e0e0e0", 1)
-			g.text(x, top+ph+18, "middle", fmt.Sprintf("%g", v))
+			// Label 2 and 5 only when there is room (few decades).
+			if m == 1 || l1-l0 <= 3 {
+				g.text(x, top+ph+18, "middle", usLabel(v))
+			}
 		}
 	}
-	for _, q := range []float64{0, 0.25, 0.5, 0.75, 0.9, 0.99, 1} {
+	for _, q := range []float64{0, 0.25, 0.5, 0.75, 0.9, 1} {
 		y := yOf(q)
 		g.line(left, y, left+pw, y, "#e0e0e0", 1)
 		g.text(left-8, y+4, "end", fmt.Sprintf("%g", q))
 	}
 	g.line(left, top+ph, left+pw, top+ph, "black", 1)
 	g.line(left, top, left, top+ph, "black", 1)
-	g.text(left+pw/2, H-18, "middle", "latency (µs, log scale)")
+	g.text(left+pw/2, H-18, "middle", "latency (log scale)")
 	g.text(18, top+ph/2, "middle", "fraction of calls ≤ x", fmt.Sprintf(`transform="rotate(-90 18 %.1f)"`, top+ph/2))
 	ly := top + 10
 	for i, s := range systems {
@@ -161,7 +175,7 @@ func barsSVG(title string, systems []string, conns []int, value func(system stri
 		g.text(cx, top+ph+14, "end", s, fmt.Sprintf(`transform="rotate(-40 %.1f %.1f)"`, cx, top+ph+14))
 	}
 	for j, c := range conns {
-		x := left + 10 + float64(j)*110
+		x := left + 10 + float64(j)*150
 		fmt.Fprintf(g, `<rect x="%.1f" y="32" width="12" height="12" fill="%s"/>`+"\n", x, colorOf(j+4))
 		g.text(x+16, 43, "start", fmt.Sprintf("%d connection(s)", c))
 	}

@@ -45,6 +45,8 @@ func num(v *float64) string {
 	}
 	x := *v
 	switch {
+	case x == 0:
+		return "0"
 	case x >= 1e6:
 		return fmt.Sprintf("%.2fM", x/1e6)
 	case x >= 1e4:
