@@ -78,7 +78,7 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 		sh := &shard{idx: i, h: h, owner: owner}
 		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize}
 		ep, err := transport.NewEndpoint(transport.Config{
-			Crypto: ccfg, Shard: i,
+			Crypto: ccfg, Shard: i, Shards: dcfg.Shards,
 			OnMessage: func(c *transport.Conn, m *wire.Message) { owner.onMessage(sh, c, m) },
 		})
 		if err != nil && setupErr == nil {

@@ -55,8 +55,11 @@ type Config struct {
 	// hello must carry a cookie (stateless retry). Default 1000.
 	HandshakeLoad int
 	// Shard names this endpoint's dataplane shard in the connection IDs it
-	// chooses (wire.MakeConnID).
-	Shard int
+	// chooses (wire.MakeConnID), and Shards is how many shards there are.
+	// With a single shard the top byte is random instead, so that the
+	// connections of single-shard initiators (agents) spread over the
+	// responder's shards.
+	Shard, Shards int
 	// OnMessage receives every MXP message that arrives on a message stream.
 	// m.Payload aliases a receive buffer valid only during the call.
 	OnMessage func(c *Conn, m *wire.Message)
@@ -197,7 +200,11 @@ func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Tim
 		if _, err := io.ReadFull(e.cfg.Rand, b[:]); err != nil {
 			return nil, err
 		}
-		cid := wire.MakeConnID(e.cfg.Shard, binary.LittleEndian.Uint64(b[:]))
+		r := binary.LittleEndian.Uint64(b[:])
+		cid := wire.MakeConnID(e.cfg.Shard, r)
+		if e.cfg.Shards <= 1 {
+			cid = r // any top byte steers to our only shard
+		}
 		if e.conns[cid] != nil {
 			continue
 		}

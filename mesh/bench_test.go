@@ -1,0 +1,43 @@
+package mesh
+
+import (
+	"context"
+	"sync"
+	"testing"
+)
+
+// BenchmarkCalls64: 1 KiB calls from 64 goroutines of one agent to another,
+// through a node, over loopback UDP.
+func BenchmarkCalls64(b *testing.B) {
+	tm := newTestMesh(&testing.T{})
+	defer tm.node.Close()
+	srv := tm.agent("srv", "echo")
+	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	cli := tm.agent("cli")
+	ctx := context.Background()
+	for _, a := range []*Agent{srv, cli} {
+		if err := a.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+	}
+	payload := make([]byte, 1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/64 + 1
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*64)/b.Elapsed().Seconds(), "calls/s")
+}
