@@ -40,6 +40,7 @@ type Node struct {
 	msgCount    [256]atomic.Uint64
 	observeCall func(time.Duration) // set by NewMetrics
 	draining    atomic.Bool
+	capture     atomic.Pointer[func(Captured)]
 	stop        chan struct{}
 	done        chan struct{}
 }
@@ -249,8 +250,32 @@ func (n *Node) onEvent(sh *shard, ev transport.Event) {
 	n.mu.Unlock()
 }
 
+// Captured is one decrypted MXP message the node received, for debugging
+// (mxpd debug capture).
+type Captured struct {
+	Time     time.Time
+	From, To netip.AddrPort
+	Message  []byte // the encoded message
+}
+
+// SetCapture makes the node hand every message it receives, decrypted and
+// re-encoded, to fn (on the shard goroutines: fn must not block); nil stops.
+func (n *Node) SetCapture(fn func(Captured)) {
+	if fn == nil {
+		n.capture.Store(nil)
+		return
+	}
+	n.capture.Store(&fn)
+}
+
 func (n *Node) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 	n.msgCount[m.Type].Add(1)
+	if fn := n.capture.Load(); fn != nil {
+		enc, err := wire.AppendMessage(nil, m)
+		if err == nil {
+			(*fn)(Captured{Time: time.Now(), From: c.Peer(), To: n.Addr(), Message: enc})
+		}
+	}
 	switch m.Type {
 	case wire.TypeAgentRegister:
 		n.register(sh, c, m)

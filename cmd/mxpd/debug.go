@@ -12,7 +12,7 @@ import (
 	"github.com/mxp-dataplane/mxp/wire"
 )
 
-const debugUsage = `usage: mxpd debug <decode|encode|backends|selfcheck|latency> [INPUT]
+const debugUsage = `usage: mxpd debug <decode|encode|backends|selfcheck|latency|capture> [INPUT]
 
   decode [HEX]   decode one encoded MXP message given as hex (the argument, where
                  an empty argument means zero bytes, or else stdin) and print it
@@ -27,6 +27,8 @@ const debugUsage = `usage: mxpd debug <decode|encode|backends|selfcheck|latency>
   selfcheck      round-trip every message type through the codec.
   latency        call an agent repeatedly and print latency percentiles
                  (mxpd debug latency --help).
+  capture        write the local node's decrypted messages to a pcap file
+                 (--output x.pcap --duration 10s), for Wireshark or tcpdump.
 
 JSON fields: type, type_name, flags, message_id, trace_id, payload_len,
 payload_hex, consumed. 64-bit values are JSON numbers.
@@ -64,6 +66,8 @@ func runDebug(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runSelfCheck(args[1:], stdout, stderr)
 	case "latency":
 		return debugLatency(args[1:], stdout, stderr)
+	case "capture":
+		return debugCapture(args[1:], stdout, stderr)
 	}
 	if len(args) > 2 || (len(args) == 2 && isHelp(args[1])) {
 		fmt.Fprint(stderr, debugUsage)

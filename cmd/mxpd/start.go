@@ -232,8 +232,9 @@ func serveNode(ctx context.Context, cfg fileConfig, base string, log *slog.Logge
 
 // controlRequest is one line on the control socket.
 type controlRequest struct {
-	Cmd        string `json:"cmd"` // status, agents, discover
-	Capability string `json:"capability,omitempty"`
+	Cmd        string  `json:"cmd"` // status, agents, discover, capture
+	Capability string  `json:"capability,omitempty"`
+	Seconds    float64 `json:"seconds,omitempty"` // capture
 }
 
 type controlAgent struct {
@@ -269,6 +270,10 @@ func serveControl(ln net.Listener, node *mesh.Node, log *slog.Logger) {
 			var req controlRequest
 			if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
 				json.NewEncoder(c).Encode(controlStatus{Error: "bad request: " + err.Error()})
+				return
+			}
+			if req.Cmd == "capture" {
+				serveCapture(c, node, time.Duration(min(max(req.Seconds, 0.1), 3600)*float64(time.Second)))
 				return
 			}
 			json.NewEncoder(c).Encode(controlAnswer(node, req))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,6 +81,25 @@ func TestInitStartStatusCall(t *testing.T) {
 	if out, code := mxpd(t, "", "debug", "latency", "--control", cfg.Control, "--n", "200", "--percentiles", "50,99", "echo"); code != 0 || !strings.Contains(out, "p99") {
 		t.Fatalf("latency: %d\n%s", code, out)
 	}
+	pcap := filepath.Join(dir, "x.pcap")
+	capDone := make(chan string, 1)
+	go func() {
+		out, _ := mxpd(t, "", "debug", "capture", "--control", cfg.Control, "--output", pcap, "--duration", "1s")
+		capDone <- out
+	}()
+	time.Sleep(200 * time.Millisecond)
+	for range 20 {
+		if out, code := mxpd(t, "", "call", "--control", cfg.Control, "echo", "echo", "captured"); code != 0 {
+			t.Fatalf("call during capture: %d %s", code, out)
+		}
+	}
+	if out := <-capDone; !strings.Contains(out, "captured") || strings.Contains(out, "captured 0 ") {
+		t.Fatalf("capture: %q", out)
+	}
+	if raw, err := os.ReadFile(pcap); err != nil || len(raw) < 24+16+28+40 || !bytes.Contains(raw, []byte("captured")) {
+		t.Fatalf("pcap: %d bytes, %v", len(raw), err)
+	}
+
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
