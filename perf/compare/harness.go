@@ -89,9 +89,10 @@ type Row struct {
 	CPUusPerReq *float64 `json:"cpu_us_per_req"`
 	SetupUs     *float64 `json:"setup_us"`
 	TokensPerS  *float64 `json:"tokens_per_s"`
-	Count       int64    `json:"count,omitempty"`  // samples, calls or tokens measured
-	Errors      int64    `json:"errors,omitempty"` // failed calls
-	Note        string   `json:"note,omitempty"`   // why a row is partial or skipped
+	CswPerReq   *float64 `json:"csw_per_req,omitempty"` // context switches (voluntary+involuntary) per call, from getrusage
+	Count       int64    `json:"count,omitempty"`       // samples, calls or tokens measured
+	Errors      int64    `json:"errors,omitempty"`      // failed calls
+	Note        string   `json:"note,omitempty"`        // why a row is partial or skipped
 }
 
 // Workload names as they appear in rows.
@@ -212,7 +213,10 @@ func describe(r Row) string {
 		s += fmt.Sprintf("  p50 %8.1f µs  p99 %8.1f µs  p99.9 %8.1f µs", *r.P50us, *r.P99us, *r.P999us)
 	}
 	if r.ReqPerS != nil {
-		s += fmt.Sprintf("  %10.0f req/s  %6.1f CPU µs/req", *r.ReqPerS, *r.CPUusPerReq)
+		s += fmt.Sprintf("  %10.0f req/s", *r.ReqPerS)
+	}
+	if r.CPUusPerReq != nil {
+		s += fmt.Sprintf("  %6.1f CPU µs/req  %5.2f csw/req", *r.CPUusPerReq, *r.CswPerReq)
 	}
 	if r.SetupUs != nil {
 		s += fmt.Sprintf("  setup %8.1f µs", *r.SetupUs)
@@ -276,6 +280,7 @@ func (r *Runner) latency(ctx context.Context, sys System, size int) (Row, []floa
 	}
 	samples := make([]float64, 0, r.Cfg.LatencySamples)
 	deadline := time.Now().Add(r.Cfg.LatencyMax)
+	u0 := rusage()
 	for len(samples) < r.Cfg.LatencySamples && ctx.Err() == nil {
 		t := time.Now()
 		if t.After(deadline) {
@@ -293,6 +298,7 @@ func (r *Runner) latency(ctx context.Context, sys System, size int) (Row, []floa
 		}
 		samples = append(samples, float64(d.Nanoseconds())/1e3)
 	}
+	u0.perReq(rusage(), int64(len(samples))+row.Errors, &row)
 	row.Count = int64(len(samples))
 	if len(samples) == 0 {
 		if row.Note == "" {
@@ -320,13 +326,28 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[i]
 }
 
-// cpuTime is the process's user+system CPU time so far.
-func cpuTime() time.Duration {
+// usage is what getrusage(RUSAGE_SELF) says so far: user+system CPU time
+// and context switches (voluntary and involuntary).
+type usage struct {
+	cpu time.Duration
+	csw int64
+}
+
+func rusage() usage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return usage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return usage{cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), csw: ru.Nvcsw + ru.Nivcsw}
+}
+
+// perReq sets the row's CPU µs and context switches per call.
+func (u usage) perReq(to usage, n int64, row *Row) {
+	if n <= 0 {
+		return
+	}
+	row.CPUusPerReq = f64(float64((to.cpu - u.cpu).Nanoseconds()) / 1e3 / float64(n))
+	row.CswPerReq = f64(float64(to.csw-u.csw) / float64(n))
 }
 
 // concurrent runs Callers callers spread over conns connections.
@@ -375,12 +396,12 @@ func (r *Runner) concurrent(ctx context.Context, sys System, size, conns int) Ro
 		}()
 	}
 	sleepCtx(ctx, cfg.TputWarmup)
-	c0, e0, cpu0, t0 := count.Load(), errs.Load(), cpuTime(), time.Now()
+	c0, e0, u0, t0 := count.Load(), errs.Load(), rusage(), time.Now()
 	end := t0.Add(cfg.TputDuration)
 	for time.Now().Before(end) && ctx.Err() == nil && count.Load()-c0 < cfg.TputMaxCalls && errs.Load() <= 1000 {
 		sleepCtx(ctx, 10*time.Millisecond)
 	}
-	c1, e1, cpu1, t1 := count.Load(), errs.Load(), cpuTime(), time.Now()
+	c1, e1, u1, t1 := count.Load(), errs.Load(), rusage(), time.Now()
 	stop.Store(true)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -402,7 +423,7 @@ func (r *Runner) concurrent(ctx context.Context, sys System, size, conns int) Ro
 		return row
 	}
 	row.ReqPerS = f64(float64(n) / t1.Sub(t0).Seconds())
-	row.CPUusPerReq = f64(float64((cpu1 - cpu0).Nanoseconds()) / 1e3 / float64(n))
+	u0.perReq(u1, n, &row)
 	return row
 }
 

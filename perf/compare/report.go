@@ -94,7 +94,7 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 	p("Run %s, %.0f s, on %s.\n\n`%s`\n\n", meta.Started, meta.Seconds, meta.Machine, meta.Command)
 	p("All systems run in one process on 127.0.0.1. \"×udp\" is the value divided by raw UDP's for the same workload and payload: ")
 	p("for latency and setup lower is better, for req/s and tokens/s higher is better. ")
-	p("CPU µs/req is the whole process's (client and server) user+system CPU time from getrusage over the measured window, divided by the calls completed.\n\n")
+	p("CPU µs/req is the whole process's (client and server) user+system CPU time from getrusage over the measured window, divided by the calls completed; csw is the process's context switches (voluntary and involuntary) per call, a count of thread wake-ups.\n\n")
 
 	summary := 1024
 	p("## Summary at %d B\n\n", summary)
@@ -118,8 +118,8 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 	}
 
 	p("\n## Sequential latency (one connection, one caller)\n\n")
-	p("| system | payload B | samples | p50 µs | p99 µs | p99.9 µs | p50 ×udp | p99 ×udp | note |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	p("| system | payload B | samples | p50 µs | p99 µs | p99.9 µs | p50 ×udp | p99 ×udp | CPU µs/call | csw/call | note |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, pl := range cfg.LatencyPayloads {
 		u := ix[rowKey{"udp", WLatency, pl}]
 		for _, s := range systems {
@@ -127,15 +127,15 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 			if !ok {
 				continue
 			}
-			p("| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", s, pl, r.Count,
+			p("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, pl, r.Count,
 				num(r.P50us), num(r.P99us), num(r.P999us),
-				ratio(r.P50us, u.P50us), ratio(r.P99us, u.P99us), note(r))
+				ratio(r.P50us, u.P50us), ratio(r.P99us, u.P99us), num(r.CPUusPerReq), num(r.CswPerReq), note(r))
 		}
 	}
 
 	p("\n## %d concurrent callers\n\n", cfg.Callers)
-	p("| system | payload B | conns | req/s | ×udp | CPU µs/req | calls | note |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|---|\n")
+	p("| system | payload B | conns | req/s | ×udp | CPU µs/req | csw/req | calls | note |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, pl := range cfg.TputPayloads {
 		for _, n := range cfg.Conns {
 			u := ix[rowKey{"udp", WConc(n), pl}]
@@ -144,8 +144,8 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 				if !ok {
 					continue
 				}
-				p("| %s | %d | %d | %s | %s | %s | %d | %s |\n", s, pl, n,
-					num(r.ReqPerS), ratio(r.ReqPerS, u.ReqPerS), num(r.CPUusPerReq), r.Count, note(r))
+				p("| %s | %d | %d | %s | %s | %s | %s | %d | %s |\n", s, pl, n,
+					num(r.ReqPerS), ratio(r.ReqPerS, u.ReqPerS), num(r.CPUusPerReq), num(r.CswPerReq), r.Count, note(r))
 			}
 		}
 	}
