@@ -35,8 +35,8 @@ import (
 
 // Defaults of the Backend's sizes.
 const (
-	DefaultFrames   = 4096 // UMEM frames per shard (16 MiB)
-	DefaultRingSize = 2048 // entries of each of the four rings
+	DefaultFrames   = 8192 // UMEM frames per shard (32 MiB)
+	DefaultRingSize = 4096 // entries of each of the four rings
 	FrameSize       = 4096 // bytes per UMEM frame
 	// xdpHeadroom is what the kernel keeps in front of a received frame
 	// (XDP_PACKET_HEADROOM); the XDP program passes larger frames.
@@ -78,6 +78,9 @@ type Features struct {
 	// SteeredByBPF: the fallback UDP sockets are steered to shards by the
 	// SK_REUSEPORT program (false with one shard, or when it did not load).
 	SteeredByBPF bool
+	// SteerNote says why the fallback sockets are not steered by BPF when
+	// there are several shards, or is empty.
+	SteerNote string
 	// ReplacedStale is the ID of a stale MXP XDP program that was replaced
 	// on the interface (left by a killed process), or 0.
 	ReplacedStale uint32
@@ -98,6 +101,10 @@ func (b *Backend) Variant() string {
 	return "xdp-copy"
 }
 
+// AttachMode is how the last Open attached the XDP program: "native" or
+// "generic" ("auto" before Open).
+func (b *Backend) AttachMode() string { return b.features.Mode.String() }
+
 // Notes says what the last Open settled for: copy or zero-copy, native or
 // generic XDP, the interface and its queues.
 func (b *Backend) Notes() []string {
@@ -112,6 +119,9 @@ func (b *Backend) Notes() []string {
 	notes := []string{
 		mode,
 		fmt.Sprintf("%s XDP on %s", f.Mode, f.Interface),
+	}
+	if f.SteerNote != "" {
+		notes = append(notes, f.SteerNote)
 	}
 	if f.ReplacedStale != 0 {
 		notes = append(notes, fmt.Sprintf("replaced a stale MXP XDP program (id %d)", f.ReplacedStale))
@@ -336,6 +346,27 @@ func (g *group) release() error {
 	return errors.Join(errs...)
 }
 
+// steerSockets attaches the SK_REUSEPORT program to the fallback sockets.
+func (g *group) steerSockets(shards []*shardConn) error {
+	r, err := bpf.LoadReuseport(len(shards))
+	if err != nil {
+		return err
+	}
+	for i, c := range shards {
+		if err := r.SetShard(i, c.udp); err != nil {
+			r.Close()
+			return err
+		}
+	}
+	if err := r.AttachTo(shards[0].udp); err != nil {
+		r.Close()
+		return err
+	}
+	g.steer = r
+	g.features.SteeredByBPF = true
+	return nil
+}
+
 // Open finds the interface that holds cfg.Addr, opens cfg.Shards fallback
 // UDP sockets on that address and port, loads the XDP program for that
 // port, binds one AF_XDP socket per shard to RX queues 0..Shards-1, and
@@ -393,17 +424,8 @@ func (b *Backend) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err e
 		addr = c.local
 	}
 	if cfg.Shards > 1 {
-		if r, err := bpf.LoadReuseport(cfg.Shards); err == nil {
-			ok := true
-			for i, c := range shards {
-				ok = ok && r.SetShard(i, c.udp) == nil
-			}
-			if ok && r.AttachTo(shards[0].udp) == nil {
-				g.steer = r
-				g.features.SteeredByBPF = true
-			} else {
-				r.Close()
-			}
+		if err := g.steerSockets(shards); err != nil {
+			g.features.SteerNote = "fallback sockets steered by the kernel's 4-tuple hash: " + err.Error()
 		}
 	}
 	if g.prog, err = bpf.LoadXDP(bpf.XDPOptions{Ports: []uint16{addr.Port()}, Shards: cfg.Shards, MaxFrame: FrameSize - xdpHeadroom}); err != nil {
@@ -1033,6 +1055,11 @@ func (c *shardConn) Wake() {
 func (c *shardConn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
+	}
+	if c.statsFD >= 0 {
+		if k, err := xdpStatistics(c.statsFD); err == nil { // the last word, for Stats after Close
+			c.kernelRxDrops.Store(k.Rx_dropped + k.Rx_ring_full)
+		}
 	}
 	errs := []error{c.closeXSK()}
 	if c.umem != nil {

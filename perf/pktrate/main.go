@@ -22,8 +22,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mxp-dataplane/mxp/bpf"
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/backends"
+	"github.com/mxp-dataplane/mxp/dataplane/xdp"
 )
 
 // Result is what one side of a run measured.
@@ -137,6 +139,7 @@ type commonFlags struct {
 	noGRO   bool
 	out     string
 	label   string
+	xdpMode string
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -147,6 +150,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.noGRO, "no-gro", false, "turn UDP GRO off (portable)")
 	fs.StringVar(&c.out, "out", "-", "append the JSON result line to this file (- = stdout)")
 	fs.StringVar(&c.label, "label", "", "a label copied into the result")
+	fs.StringVar(&c.xdpMode, "xdp-mode", "auto", "how the xdp backend attaches its XDP program: auto, native or generic")
 }
 
 // selectBackend probes the dataplane backend the flags name.
@@ -154,6 +158,14 @@ func (c *commonFlags) selectBackend() (dataplane.Backend, error) {
 	sel, err := dataplane.Select(c.backend, dataplane.Config{Shards: c.shards}, backends.Candidates())
 	if err != nil {
 		return nil, err
+	}
+	if xb, ok := sel.Backend.(*xdp.Backend); ok {
+		switch c.xdpMode {
+		case "native":
+			xb.Mode = bpf.XDPModeNative
+		case "generic":
+			xb.Mode = bpf.XDPModeGeneric
+		}
 	}
 	return sel.Backend, nil
 }

@@ -99,7 +99,9 @@ func recvEngine(r *Result, b dataplane.Backend, c commonFlags, ap netip.AddrPort
 	}
 	if v, ok := b.(interface{ Variant() string }); ok {
 		r.Backend = v.Variant() // e.g. xdp-copy or xdp-zerocopy, known once open
-		r.Offloads = "none"     // AF_XDP has no GSO/GRO
+	}
+	if m, ok := b.(interface{ AttachMode() string }); ok {
+		r.Offloads = m.AttachMode() // native or generic XDP
 	}
 	touch(ready)
 	lastOf := func() (l int64) {
