@@ -379,6 +379,33 @@ func setXDPFd(ifindex, fd, flags int) error {
 	return netlink.LinkSetXdpFdWithFlags(l, fd, flags)
 }
 
+// InterfaceXDP returns the ID and name of the XDP program attached to the
+// interface ifindex of the calling thread's network namespace (0 and "" for
+// none).
+func InterfaceXDP(ifindex int) (ebpf.ProgramID, string, error) {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return 0, "", &Error{Op: "find interface", Err: err}
+	}
+	xs := l.Attrs().Xdp
+	if xs == nil || !xs.Attached || xs.ProgId == 0 {
+		return 0, "", nil
+	}
+	id := ebpf.ProgramID(xs.ProgId)
+	return id, programName(id), nil
+}
+
+func programName(id ebpf.ProgramID) string {
+	name := "?"
+	if p, err := ebpf.NewProgramFromID(id); err == nil {
+		if info, err := p.Info(); err == nil {
+			name = info.Name
+		}
+		p.Close()
+	}
+	return name
+}
+
 // removeStale looks at the XDP program on ifindex: none, fine; a copy of
 // ours attached through netlink and held by no BPF link (a leftover of a
 // killed process), removed and its ID returned; anything else, ErrBusy.
@@ -392,13 +419,7 @@ func removeStale(ifindex int) (ebpf.ProgramID, error) {
 		return 0, nil
 	}
 	id := ebpf.ProgramID(xs.ProgId)
-	name := "?"
-	if p, err := ebpf.NewProgramFromID(id); err == nil {
-		if info, err := p.Info(); err == nil {
-			name = info.Name
-		}
-		p.Close()
-	}
+	name := programName(id)
 	if name != XDPProgramName {
 		return 0, fmt.Errorf("%w: program %q (id %d) is not MXP's; remove it first (ip link set dev %s xdp off)", ErrBusy, name, id, l.Attrs().Name)
 	}

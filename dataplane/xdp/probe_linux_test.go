@@ -2,9 +2,14 @@ package xdp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
 )
@@ -32,6 +37,35 @@ func TestProbeReasons(t *testing.T) {
 		if err := b.Do(func() error { _, err := Probe(dataplane.Config{Addr: netip.AddrPortFrom(addr, 0)}); return err }); err != nil {
 			t.Errorf("Probe(%v) in the host with that address: %v", addr, err)
 		}
+	}
+	// Someone else's XDP program on the interface: unavailable, named.
+	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "other_xdp", Type: ebpf.XDP, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Do(func() error {
+		l, err := netlink.LinkByName(b.Link)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetXdpFdWithFlags(l, other.FD(), 4 /* XDP_FLAGS_DRV_MODE */); err != nil {
+			return err
+		}
+		_, perr := Probe(dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 0)})
+		if err := netlink.LinkSetXdpFdWithFlags(l, -1, 4); err != nil {
+			return err
+		}
+		if !errors.Is(perr, dataplane.ErrUnavailable) || !strings.Contains(perr.Error(), "other_xdp") {
+			return fmt.Errorf("Probe with someone else's XDP program attached: %v", perr)
+		}
+		return nil
+	})
+	other.Close()
+	if err != nil {
+		t.Error(err)
 	}
 	// More shards than RX queues: a clear error, nothing left behind.
 	be := &inNetns{host: b}

@@ -236,8 +236,12 @@ func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
 			return nil, unavailable("netlink", "%v", err)
 		}
 		defer nl.Close()
-		if _, err := findInterface(nl, cfg.Addr.Addr()); err != nil {
+		l, err := findInterface(nl, cfg.Addr.Addr())
+		if err != nil {
 			return nil, err
+		}
+		if id, name, err := bpf.InterfaceXDP(l.Attrs().Index); err == nil && id != 0 && name != bpf.XDPProgramName {
+			return nil, unavailable("interface", "%s already runs XDP program %q (id %d), which MXP will not replace", l.Attrs().Name, name, id)
 		}
 	}
 	return &Backend{}, nil
