@@ -99,3 +99,51 @@ func TestProbeReasons(t *testing.T) {
 		t.Errorf("XDP program %d still attached after every shard closed", x.ProgId)
 	}
 }
+
+// xdpMD is struct xdp_md, the context BPF_PROG_TEST_RUN takes for XDP.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// With the shard's AF_XDP socket in the XSKMAP, BPF_PROG_TEST_RUN on the
+// interface's queue 0 returns XDP_REDIRECT for a datagram of shard 0 (the
+// verdict the unit tests in bpf/ cannot reach without a socket), and
+// XDP_PASS for one of shard 1, which arrived on the wrong queue.
+func TestProgramRedirectVerdict(t *testing.T) {
+	requireXDP(t)
+	_, b := topology(t, "mxpxdpv", 2, false)
+	be := &inNetns{host: b}
+	conns, err := be.Open(dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 0), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	sc := conns[0].(*shardConn)
+	h := txHeader{src: netip.MustParseAddrPort("198.18.0.1:5000"), dst: conns[0].LocalAddr()}
+	for _, c := range []struct {
+		shard byte
+		want  uint32
+	}{{0, 4 /* XDP_REDIRECT */}, {2, 4}, {1, 2 /* XDP_PASS */}} {
+		p := make([]byte, 32)
+		p[7] = c.shard
+		frame := buildFrame(&h, p)
+		var got uint32
+		err := b.Do(func() (err error) {
+			got, err = sc.g.prog.Program().Run(&ebpf.RunOptions{
+				Data:    frame,
+				Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: uint32(sc.g.features.Ifindex), RxQueueIndex: 0},
+			})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("Program.Run: %v", err)
+		}
+		if got != c.want {
+			t.Errorf("shard byte %d on queue 0: verdict %d, want %d", c.shard, got, c.want)
+		}
+	}
+}
