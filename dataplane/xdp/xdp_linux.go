@@ -507,6 +507,7 @@ type shardConn struct {
 	fd, udp, wakeFD      int
 	local                netip.AddrPort
 	v6                   bool // the UDP socket is AF_INET6
+	anyAddr              bool // bound to the unspecified address: any destination IP is ours
 	maxDgram             int
 	umem                 []byte
 	base                 uintptr
@@ -604,6 +605,7 @@ func newShard(cfg dataplane.Config, idx int, addr netip.AddrPort, g *group) (c *
 		return nil, os.NewSyscallError("getsockname", err)
 	}
 	c.local = addrPortOf(sa)
+	c.anyAddr = c.local.Addr().IsUnspecified()
 	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
@@ -762,7 +764,7 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 			}
 			frame := c.umem[d.Addr:end:end]
 			info, ok := parseFrame(frame)
-			if !ok || info.dst.Port() != c.local.Port() {
+			if !ok || info.dst.Port() != c.local.Port() || !c.anyAddr && info.dst.Addr() != c.local.Addr() {
 				c.fr.put(i, ownHandler)
 				dropped++
 				continue
