@@ -47,6 +47,9 @@ const (
 	// txRetry is how long Wait sleeps at most while sent frames are yet to
 	// complete or the kernel refused to take more.
 	txRetry = 100 * time.Microsecond
+	// sockCheckTurns: Recv reads the fallback socket at least every this
+	// many calls.
+	sockCheckTurns = 16
 )
 
 // Backend is the AF_XDP backend. The zero value is ready to use.
@@ -526,9 +529,11 @@ type shardConn struct {
 	nl         *netlink.Handle
 	neigh      *neighbours
 
-	sockBuf  []byte // fallback receive slots, allocated on first use
-	sockSlot int
-	batch    int
+	sockBuf   []byte // fallback receive slots, allocated on first use
+	sockSlot  int
+	sockReady bool // the fallback socket may have datagrams
+	turns     uint32
+	batch     int
 
 	g      *group
 	closed atomic.Bool
@@ -777,10 +782,15 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 		c.rx.release(take)
 		c.stats.rxCalls.Add(1)
 	}
-	if n < len(pkts) {
+	// The fallback socket is read when Wait saw it readable, and every
+	// sockCheckTurns turns in case a busy ring keeps Wait from running: a
+	// recvfrom that finds nothing costs as much as a small batch.
+	c.turns++
+	if room := len(pkts) - n; room > 0 && (c.sockReady || c.turns%sockCheckTurns == 0) {
 		m, b := c.recvSocket(pkts[n:])
 		n += m
 		bytes += b
+		c.sockReady = m == room // a full batch: maybe more
 	}
 	if c.needWakeup && c.fill.needWakeup() {
 		unix.Recvfrom(c.fd, nil, unix.MSG_DONTWAIT) // wake the driver to use the fill ring
@@ -1039,6 +1049,9 @@ func (c *shardConn) Wait(deadline time.Time) error {
 			return os.NewSyscallError("ppoll", err)
 		}
 		break
+	}
+	if fds[1].Revents != 0 {
+		c.sockReady = true
 	}
 	if fds[2].Revents != 0 {
 		var b [8]byte
