@@ -614,6 +614,11 @@ func (c *Conn) established(now time.Time) {
 	if !c.initiator {
 		c.sendResetToken = true
 		c.control = true
+		if c.cfg.Crypto.TicketKeys != nil {
+			if t, err := c.session.NewTicket(now); err == nil {
+				c.cryptoOut = append(c.cryptoOut, t) // resumption with 0-RTT next time
+			}
+		}
 	}
 	c.ep.emit(Event{Kind: EventConnected, Conn: c})
 	c.ep.wantSend(c)

@@ -195,6 +195,15 @@ func (e *Endpoint) Conns() []*Conn {
 
 // Dial starts a handshake with the responder at addr whose static key is peer.
 func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Time) (*Conn, error) {
+	return e.DialResume(addr, peer, nil, nil, now)
+}
+
+// DialResume is Dial with a session ticket from an earlier connection
+// (EventTicket): early is sent as 0-RTT data inside the hello, and arrives as
+// EventEarlyData at the responder if it accepts it. Only send what is safe
+// to replay and safe without forward secrecy (docs/crypto.md); the ticket
+// must not be used again.
+func (e *Endpoint) DialResume(addr netip.AddrPort, peer crypto.PublicKey, t *crypto.Ticket, early []byte, now time.Time) (*Conn, error) {
 	var b [8]byte
 	for {
 		if _, err := io.ReadFull(e.cfg.Rand, b[:]); err != nil {
@@ -211,6 +220,11 @@ func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Tim
 		hs, err := crypto.NewInitiator(e.cfg.Crypto, peer, cid)
 		if err != nil {
 			return nil, err
+		}
+		if t != nil {
+			if err := hs.UseTicket(t, early, now); err != nil {
+				return nil, err
+			}
 		}
 		c := newConn(e, cid, addr, true, now)
 		c.hs, c.hsPkt = hs, []byte{}

@@ -43,6 +43,8 @@ type node struct {
 	fin        map[uint64]bool
 	closed     []Event
 	dgrams     [][]byte
+	onEvent    func(Event)         // sees every event first
+	tap        func(d []byte)      // sees every datagram sent
 	source     map[*Stream]int64   // bytes still to write from an endless source
 	count      map[[2]uint64]int64 // bytes read per (connection ID, stream ID)
 	discard    bool                // count only, keep nothing
@@ -60,6 +62,9 @@ func (n *node) app() {
 		ev, ok := n.ep.PollEvent()
 		if !ok {
 			break
+		}
+		if n.onEvent != nil {
+			n.onEvent(ev)
 		}
 		switch ev.Kind {
 		case EventStreamReadable, EventStreamOpened:
@@ -127,6 +132,9 @@ func (n *node) Transmit(now time.Time, out []netsim.Datagram) []netsim.Datagram 
 	n.app()
 	k := n.ep.Transmit(n.pkts, now)
 	for _, p := range n.pkts[:k] {
+		if n.tap != nil {
+			n.tap(p.Buf)
+		}
 		out = append(out, netsim.Datagram{From: n.addr, To: p.Addr, Data: p.Buf})
 	}
 	return out
