@@ -35,6 +35,14 @@ type AgentConfig struct {
 	// Listen is the local address; default the unspecified address of the
 	// node's family, port 0.
 	Listen netip.AddrPort
+	// Advertise is the address other agents reach this one at (registered
+	// with the node, used by Direct callers); default the bound address,
+	// with loopback for an unspecified one.
+	Advertise netip.AddrPort
+	// Direct makes calls to agents found by Discover go straight to them
+	// (their endpoint and static key come with the discovery result),
+	// instead of through the node: one network hop instead of two.
+	Direct bool
 	// Backend is the dataplane backend; "portable" by default: an agent
 	// has one connection, and AF_XDP or io_uring pay off on nodes.
 	Backend string
@@ -80,7 +88,8 @@ type Agent struct {
 	h      *host
 	sh     *shard
 
-	conn       *transport.Conn // shard goroutine only
+	conn       *transport.Conn                // shard goroutine only
+	direct     map[wire.UUID]*transport.Conn // shard goroutine only: direct connections to agents
 	registered atomic.Bool
 	closed     atomic.Bool
 	nextID     atomic.Uint64
@@ -93,6 +102,7 @@ type Agent struct {
 	streamHandlers map[string]StreamHandlerFunc
 	eventHandlers  map[string]EventFunc
 	pending        map[uint64]chan wire.Message
+	known          map[wire.UUID]wire.DiscoveredAgent // from Discover
 	streams        map[wire.UUID]*Stream
 	regWait        []chan struct{}
 	stats          AgentStats
@@ -135,6 +145,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		handlers: map[string]HandlerFunc{}, streamHandlers: map[string]StreamHandlerFunc{},
 		eventHandlers: map[string]EventFunc{},
 		pending:       map[uint64]chan wire.Message{}, streams: map[wire.UUID]*Stream{},
+		known: map[wire.UUID]wire.DiscoveredAgent{}, direct: map[wire.UUID]*transport.Conn{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
@@ -271,6 +282,9 @@ func (a *Agent) register(now time.Time) {
 }
 
 func (a *Agent) endpoint() netip.AddrPort {
+	if a.cfg.Advertise.IsValid() {
+		return a.cfg.Advertise
+	}
 	ap := a.h.Addr()
 	if ap.Addr().IsUnspecified() {
 		if a.target.Addr.Addr().Is4() {
@@ -308,6 +322,11 @@ func (a *Agent) onEvent(sh *shard, ev transport.Event) {
 			a.register(time.Now())
 		}
 	case transport.EventClosed:
+		for id, c := range a.direct {
+			if c == ev.Conn {
+				delete(a.direct, id) // dialled again on the next call
+			}
+		}
 		if ev.Conn != a.conn {
 			return
 		}
@@ -460,9 +479,29 @@ func (a *Agent) runHandler(ctx context.Context, fn HandlerFunc, req *Request) (o
 	return fn(ctx, req)
 }
 
+// directTo returns the direct connection to agent id, dialling it if
+// needed, or nil to go through the node. Shard goroutine only.
+func (a *Agent) directTo(id wire.UUID, now time.Time) *transport.Conn {
+	if c := a.direct[id]; c != nil && c.Err() == nil {
+		return c
+	}
+	a.mu.Lock()
+	peer, ok := a.known[id]
+	a.mu.Unlock()
+	if !ok || peer.Key == ([32]byte{}) || !peer.Endpoint.IsValid() {
+		return nil
+	}
+	c, err := a.sh.ep.Dial(peer.Endpoint, crypto.PublicKey(peer.Key), now)
+	if err != nil {
+		return nil
+	}
+	a.direct[id] = c
+	return c
+}
+
 // request sends m (built with a fresh message ID) and waits for the reply
-// with that ID.
-func (a *Agent) request(ctx context.Context, m *wire.Message) (wire.Message, error) {
+// with that ID; via names the agent to send it to directly (zero: the node).
+func (a *Agent) request(ctx context.Context, m *wire.Message, via wire.UUID) (wire.Message, error) {
 	if a.closed.Load() {
 		return wire.Message{}, ErrClosed
 	}
@@ -471,7 +510,13 @@ func (a *Agent) request(ctx context.Context, m *wire.Message) (wire.Message, err
 	a.pending[m.MessageID] = ch
 	a.mu.Unlock()
 	msg := *m
-	a.sh.do(func(time.Time) {
+	a.sh.do(func(now time.Time) {
+		if via != (wire.UUID{}) {
+			if c := a.directTo(via, now); c != nil {
+				a.sh.send(c, &msg)
+				return
+			}
+		}
 		if a.conn == nil || !a.conn.Established() {
 			a.mu.Lock()
 			if c, ok := a.pending[msg.MessageID]; ok {
@@ -520,8 +565,12 @@ func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body 
 	m := &wire.Message{Type: wire.TypeCall, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(call)}
 	a.mu.Lock()
 	a.stats.Calls++
+	via := wire.UUID{}
+	if _, ok := a.known[target]; ok && a.cfg.Direct {
+		via = target
+	}
 	a.mu.Unlock()
-	r, err := a.request(ctx, m)
+	r, err := a.request(ctx, m, via)
 	if err != nil {
 		return nil, err
 	}
@@ -533,11 +582,11 @@ func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body 
 }
 
 // Discover lists the agents registered with the node that offer capability
-// ("" lists all).
-func (a *Agent) Discover(ctx context.Context, capability string) ([]wire.AgentRecord, error) {
+// ("" lists all), with their endpoints and static keys.
+func (a *Agent) Discover(ctx context.Context, capability string) ([]wire.DiscoveredAgent, error) {
 	q := &wire.AgentDiscover{Kind: wire.DiscoverQuery, Capability: capability}
 	m := &wire.Message{Type: wire.TypeAgentDiscover, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(q)}
-	r, err := a.request(ctx, m)
+	r, err := a.request(ctx, m, wire.UUID{})
 	if err != nil {
 		return nil, err
 	}
@@ -545,6 +594,11 @@ func (a *Agent) Discover(ctx context.Context, capability string) ([]wire.AgentRe
 	if err := res.DecodePayload(r.Payload); err != nil {
 		return nil, err
 	}
+	a.mu.Lock()
+	for _, d := range res.Agents {
+		a.known[d.ID] = d
+	}
+	a.mu.Unlock()
 	return res.Agents, nil
 }
 

@@ -133,7 +133,7 @@ func (sh *shard) drainEvents() {
 			return
 		}
 		switch ev.Kind {
-		case transport.EventStreamWritable:
+		case transport.EventStreamWritable, transport.EventConnected:
 			if len(sh.backlog[ev.Conn]) > 0 {
 				sh.flushBacklog(ev.Conn)
 			}

@@ -205,3 +205,33 @@ func TestEvictionAndReregistration(t *testing.T) {
 		t.Fatalf("silent agent not evicted: %d agents, evicted %d", len(tm.node.Agents()), tm.node.Stats().Evicted.Load())
 	}
 }
+
+// With Direct, calls to a discovered agent go straight to it: one hop, the
+// node sees none of them.
+func TestDirectCalls(t *testing.T) {
+	tm := newTestMesh(t)
+	srv := tm.agent("srv", "echo")
+	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	start(t, srv)
+	cli, err := NewAgent(AgentConfig{Name: "direct", Node: tm.node.URL(), Direct: true, HeartbeatInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	found, err := cli.Discover(ctx, "echo")
+	if err != nil || len(found) != 1 || found[0].Key != srv.cfg.Identity.Public {
+		t.Fatalf("discover: %v %+v", err, found)
+	}
+	before := tm.node.Stats().Routed.Load()
+	for i := range 100 {
+		out, err := cli.Call(ctx, srv.ID(), "echo", []byte{byte(i)})
+		if err != nil || len(out) != 1 || out[0] != byte(i) {
+			t.Fatalf("direct call %d: %q %v", i, out, err)
+		}
+	}
+	if routed := tm.node.Stats().Routed.Load() - before; routed != 0 {
+		t.Fatalf("the node routed %d messages of direct calls", routed)
+	}
+}

@@ -342,11 +342,11 @@ func (n *Node) discover(sh *shard, c *transport.Conn, m *wire.Message) {
 	n.mu.RLock()
 	for _, e := range n.agents {
 		if q.Capability == "" || slices.Contains(e.rec.Capabilities, q.Capability) {
-			res.Agents = append(res.Agents, e.rec)
+			res.Agents = append(res.Agents, wire.DiscoveredAgent{Key: e.conn.PeerKey(), AgentRecord: e.rec})
 		}
 	}
 	n.mu.RUnlock()
-	slices.SortFunc(res.Agents, func(a, b wire.AgentRecord) int { return compareUUID(a.ID, b.ID) })
+	slices.SortFunc(res.Agents, func(a, b wire.DiscoveredAgent) int { return compareUUID(a.ID, b.ID) })
 	if q.Limit > 0 && len(res.Agents) > int(q.Limit) {
 		res.Agents = res.Agents[:q.Limit]
 	}

@@ -25,11 +25,12 @@ type backlogged struct {
 }
 
 // send queues m on c (on the shard's goroutine). m.Payload is copied if it
-// has to wait; messages to one connection keep their order.
+// has to wait (a full send buffer, or a handshake still running); messages
+// to one connection keep their order.
 func (sh *shard) send(c *transport.Conn, m *wire.Message) {
 	if len(sh.backlog[c]) == 0 {
 		err := c.SendMessage(classOf(m.Type), m)
-		if err != transport.ErrWouldBlock {
+		if err != transport.ErrWouldBlock && (err != transport.ErrNotEstablished || c.Err() != nil) {
 			return // sent, or the connection is gone (its close event follows)
 		}
 	}

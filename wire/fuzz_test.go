@@ -80,7 +80,7 @@ func FuzzPayloadAgentRegister(f *testing.F) {
 
 func FuzzPayloadAgentDiscover(f *testing.F) {
 	fuzzPayload(f, TypeAgentDiscover, &AgentDiscover{Kind: DiscoverQuery, Capability: "llm", Limit: 5},
-		&AgentDiscover{Kind: DiscoverResult, QueryID: 77, Agents: []AgentRecord{seedRecord, seedRecord6}})
+		&AgentDiscover{Kind: DiscoverResult, QueryID: 77, Agents: []DiscoveredAgent{{Key: [32]byte{1}, AgentRecord: seedRecord}, {AgentRecord: seedRecord6}}})
 }
 
 func FuzzPayloadAgentHeartbeat(f *testing.F) {

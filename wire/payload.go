@@ -189,15 +189,23 @@ const (
 //
 //	query:  kind 0x01 | u16 length | capability | u16 limit (0 = no limit)
 //	result: kind 0x02 | u64 query message ID | u16 count |
-//	        count × (u16 length | AgentRegister payload)
+//	        count × (u16 length | static key (32) | AgentRegister payload)
 //
-// An empty capability matches every agent.
+// An empty capability matches every agent. Each result carries the agent's
+// static public key as the node authenticated it, so agents can also
+// connect to each other directly.
 type AgentDiscover struct {
 	Kind       DiscoverKind
-	Capability string        // query
-	Limit      uint16        // query
-	QueryID    uint64        // result: the message ID of the query answered
-	Agents     []AgentRecord // result
+	Capability string            // query
+	Limit      uint16            // query
+	QueryID    uint64            // result: the message ID of the query answered
+	Agents     []DiscoveredAgent // result
+}
+
+// DiscoveredAgent is one agent of a discovery result.
+type DiscoveredAgent struct {
+	Key [32]byte // the agent's static public key (zero if unknown)
+	AgentRecord
 }
 
 func (*AgentDiscover) MessageType() MsgType { return TypeAgentDiscover }
@@ -215,6 +223,7 @@ func (p *AgentDiscover) AppendPayload(dst []byte) ([]byte, error) {
 		for i := range p.Agents {
 			at := len(w.b)
 			w.u16(0)
+			w.raw(p.Agents[i].Key[:])
 			p.Agents[i].write(&w)
 			n := len(w.b) - at - 2
 			if n > 0xFFFF {
@@ -245,7 +254,8 @@ func (p *AgentDiscover) DecodePayload(b []byte) error {
 				break
 			}
 			sub := payloadReader{b: rec, typ: TypeAgentDiscover}
-			var a AgentRecord
+			var a DiscoveredAgent
+			copy(a.Key[:], sub.take(32, "agent_key"))
 			a.read(&sub)
 			if err := sub.end(); err != nil {
 				e := err.(*PayloadError)

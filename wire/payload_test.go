@@ -24,7 +24,7 @@ var genPayloads = map[MsgType]*rapid.Generator[Payload]{
 		n := rapid.IntRange(0, 4).Draw(t, "n")
 		p := &AgentDiscover{Kind: DiscoverResult, QueryID: rapid.Uint64().Draw(t, "qid")}
 		for range n {
-			p.Agents = append(p.Agents, genRecord(t))
+			p.Agents = append(p.Agents, DiscoveredAgent{Key: [32]byte(rapid.SliceOfN(rapid.Byte(), 32, 32).Draw(t, "key")), AgentRecord: genRecord(t)})
 		}
 		return p
 	}),
@@ -238,7 +238,8 @@ func TestPayloadDecodeErrors(t *testing.T) {
 		{TypeAgentDiscover, "07", PayloadInvalidValue, "kind"},
 		{TypeAgentDiscover, "01" + "0300" + "6c6c6d", PayloadTruncated, "limit"},
 		{TypeAgentDiscover, "02" + "0100000000000000" + "0100" + "0500" + "0000", PayloadTruncated, "agent"},
-		{TypeAgentDiscover, "02" + "0100000000000000" + "0100" + "0400" + "00000000", PayloadTruncated, "agent_id"},
+		{TypeAgentDiscover, "02" + "0100000000000000" + "0100" + "0400" + "00000000", PayloadTruncated, "agent_key"},
+		{TypeAgentDiscover, "02" + "0100000000000000" + "0100" + "2400" + strings.Repeat("00", 36), PayloadTruncated, "agent_id"},
 		{TypeAgentDiscover, "02" + "0100000000000000" + "0000" + "ff", PayloadTrailingBytes, "end"},
 		{TypeAgentHeartbeat, id + "0100000000000000" + "03" + "00000000", PayloadInvalidValue, "status"},
 		{TypeCall, id + "1e00", PayloadTruncated, "timeout"},

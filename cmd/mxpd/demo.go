@@ -89,6 +89,10 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 	mk := func(name string, caps ...string) (*mesh.Agent, error) {
 		return mesh.NewAgent(mesh.AgentConfig{Name: name, Capabilities: caps, Node: node.URL()})
 	}
+	direct, err := mesh.NewAgent(mesh.AgentConfig{Name: "coordinator-direct", Node: node.URL(), Direct: true})
+	if err != nil {
+		return err
+	}
 	researcher, err := mk("researcher", "research")
 	if err != nil {
 		return err
@@ -117,7 +121,7 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range []*mesh.Agent{researcher, writer, coordinator} {
+	for _, a := range []*mesh.Agent{researcher, writer, coordinator, direct} {
 		if err := a.Start(ctx); err != nil {
 			return err
 		}
@@ -136,20 +140,28 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 	}
 	step("call      coordinator -> researcher: %q", answer)
 
-	// Sequential latency, 1 KiB each way.
+	// Sequential latency, 1 KiB each way: through the node, and direct.
 	payload := make([]byte, 1024)
-	lat := make([]time.Duration, 0, cfg.calls)
-	for range cfg.calls {
-		t0 := time.Now()
-		if _, err := coordinator.Call(ctx, res, "echo", payload); err != nil {
-			return err
-		}
-		lat = append(lat, time.Since(t0))
+	if _, err := direct.Discover(ctx, "research"); err != nil {
+		return err
 	}
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	step("latency   %d sequential 1 KiB calls through the node: p50 %v, p90 %v, p99 %v",
-		cfg.calls, pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+	for _, path := range []struct {
+		name string
+		a    *mesh.Agent
+	}{{"through the node", coordinator}, {"direct (agent to agent)", direct}} {
+		lat := make([]time.Duration, 0, cfg.calls)
+		for range cfg.calls {
+			t0 := time.Now()
+			if _, err := path.a.Call(ctx, res, "echo", payload); err != nil {
+				return err
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+		step("latency   %d sequential 1 KiB calls %s: p50 %v, p90 %v, p99 %v", cfg.calls, path.name,
+			pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond))
+	}
 
 	// Throughput: 64 concurrent callers on the coordinator's one connection.
 	var done atomic.Int64

@@ -23,7 +23,7 @@ func demoPayloads() []wire.Payload {
 	return []wire.Payload{
 		&wire.AgentRegister{AgentRecord: rec},
 		&wire.AgentDiscover{Kind: wire.DiscoverQuery, Capability: "summarize", Limit: 8},
-		&wire.AgentDiscover{Kind: wire.DiscoverResult, QueryID: 2, Agents: []wire.AgentRecord{rec}},
+		&wire.AgentDiscover{Kind: wire.DiscoverResult, QueryID: 2, Agents: []wire.DiscoveredAgent{{Key: [32]byte{7}, AgentRecord: rec}}},
 		&wire.AgentHeartbeat{AgentID: writer, Sequence: 42, Status: wire.StatusHealthy, InFlight: 3},
 		&wire.Call{Target: writer, TimeoutSeconds: 30, Data: []byte(`{"text":"MXP is a binary protocol..."}`)},
 		&wire.Response{CallID: 5, Data: []byte(`{"summary":"fast agent messaging"}`)},
