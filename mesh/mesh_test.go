@@ -235,3 +235,44 @@ func TestDirectCalls(t *testing.T) {
 		t.Fatalf("the node routed %d messages of direct calls", routed)
 	}
 }
+
+// Canceling a call's context returns at once with context.Canceled, and the
+// late reply is dropped without disturbing later calls.
+func TestCallCancellation(t *testing.T) {
+	tm := newTestMesh(t)
+	srv := tm.agent("srv", "work")
+	release := make(chan struct{})
+	srv.Handle("slow", func(ctx context.Context, _ *Request) ([]byte, error) {
+		<-release
+		return []byte("late"), nil
+	})
+	srv.Handle("fast", func(context.Context, *Request) ([]byte, error) { return []byte("ok"), nil })
+	start(t, srv)
+	cli := tm.agent("cli")
+	start(t, cli)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(ctx, srv.ID(), "slow", nil)
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	t0 := time.Now()
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled call returned %v", err)
+		}
+		if d := time.Since(t0); d > 100*time.Millisecond {
+			t.Fatalf("cancellation took %v", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("canceled call did not return")
+	}
+	close(release) // the late reply arrives and is dropped
+	out, err := cli.Call(context.Background(), srv.ID(), "fast", nil)
+	if err != nil || string(out) != "ok" {
+		t.Fatalf("call after a canceled one: %q %v", out, err)
+	}
+}
