@@ -1,12 +1,10 @@
 package bpf
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"github.com/mxp-dataplane/mxp/internal/caps"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -139,23 +137,8 @@ func hasBPFCaps() bool {
 	return has(capSysAdmin) || has(capBPF) && has(capNetAdmin)
 }
 
-func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no CapEff line in /proc/self/status")
-}
+// effectiveCaps is the effective capability set (bit n = capability n).
+func effectiveCaps() (uint64, error) { return caps.Effective() }
 
 // NumShards returns the shard count the program was loaded for.
 func (r *Reuseport) NumShards() int { return r.nShards }

@@ -1,13 +1,11 @@
 package testnet
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"github.com/mxp-dataplane/mxp/internal/caps"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 
@@ -93,23 +91,8 @@ func probe() error {
 	return nil
 }
 
-func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no CapEff line")
-}
+// effectiveCaps is the effective capability set (bit n = capability n).
+func effectiveCaps() (uint64, error) { return caps.Effective() }
 
 // Require skips the test, saying what is missing, unless Probe succeeds.
 func Require(t testing.TB) {
