@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 )
 
 // Steering says how datagrams reach the shard that owns their connection
@@ -151,53 +152,14 @@ func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
 func openShard(cfg dataplane.Config, addr netip.AddrPort) (c *shardConn, err error) {
-	if !addr.IsValid() {
-		return nil, fmt.Errorf("invalid bind address %v", addr)
-	}
-	family := unix.AF_INET
-	if addr.Addr().Is6() {
-		family = unix.AF_INET6
-	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	sock, err := udpsock.Open(addr, udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO})
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return nil, err
 	}
-	c = &shardConn{fd: fd, wakeFD: -1, v6: family == unix.AF_INET6, maxDgram: cfg.MaxDatagram}
-	defer func() {
-		if err != nil {
-			c.Close()
-		}
-	}()
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt SO_REUSEPORT", err)
-	}
-	if c.v6 && addr.Addr().IsUnspecified() {
-		// Dual-stack: IPv4 peers appear as v4-mapped addresses.
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
-			return nil, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
-		}
-	}
-	c.features.RecvBuffer = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, cfg.SocketBuffer)
-	c.features.SendBuffer = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, cfg.SocketBuffer)
-	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
-		return nil, fmt.Errorf("bind %v: %w", addr, err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, os.NewSyscallError("getsockname", err)
-	}
-	c.local = addrPortOf(sa)
-	if !cfg.DisableGSO {
-		// Supported since Linux 4.18; a NIC may still refuse at send time (EIO),
-		// which turns GSO off for this socket then.
-		_, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT)
-		c.gso = err == nil
-	}
-	if !cfg.DisableGRO {
-		c.gro = unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil // Linux 5.0
-	}
-	c.features.GSO, c.features.GRO = c.gso, c.gro
+	c = &shardConn{fd: sock.FD, wakeFD: -1, v6: sock.V6, maxDgram: cfg.MaxDatagram, local: sock.Local, gso: sock.GSO, gro: sock.GRO}
+	c.features = Features{GSO: sock.GSO, GRO: sock.GRO, RecvBuffer: sock.RecvBuffer, SendBuffer: sock.SendBuffer}
 	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		c.Close()
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	c.rx.init(cfg.Batch, c.rxBufferSize())
@@ -212,34 +174,6 @@ func (c *shardConn) rxBufferSize() int {
 		return 65535
 	}
 	return c.maxDgram + 1
-}
-
-// setBuffer asks for size bytes with the privileged option (which ignores the
-// sysctl maximum; needs CAP_NET_ADMIN), falling back to the plain one, and
-// returns the size the kernel reports.
-func setBuffer(fd, force, plain, size int) int {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
-	}
-	got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, plain)
-	return got
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }
 
 func (c *shardConn) Release([]dataplane.Packet) {} // receive buffers are reused on the next Recv

@@ -1,0 +1,116 @@
+// Package udpsock opens the UDP sockets the socket-based dataplane backends
+// (portable, io_uring) share one way of setting up: SO_REUSEPORT so shards
+// share a port, dual-stack IPv6, large buffers, and the GSO/GRO probes.
+package udpsock
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options says how to open a socket.
+type Options struct {
+	// Nonblock opens the socket O_NONBLOCK (recvmmsg backends); io_uring
+	// wants a blocking one.
+	Nonblock bool
+	// Buffer is the send and receive buffer size to ask for.
+	Buffer int
+	// DisableGSO and DisableGRO skip the offloads even where offered.
+	DisableGSO, DisableGRO bool
+}
+
+// Socket is an open, bound UDP socket and what the kernel granted it.
+type Socket struct {
+	FD    int
+	Local netip.AddrPort // with the port the kernel chose when 0 was asked
+	V6    bool           // an AF_INET6 socket (dual-stack when bound to ::)
+	// GSO: UDP_SEGMENT is supported (Linux 4.18; a device may still refuse
+	// at send time with EIO). GRO: UDP_GRO was set (Linux 5.0).
+	GSO, GRO               bool
+	RecvBuffer, SendBuffer int
+}
+
+// Open creates a UDP socket with SO_REUSEPORT bound to addr.
+func Open(addr netip.AddrPort, o Options) (s Socket, err error) {
+	if !addr.IsValid() {
+		return s, fmt.Errorf("invalid bind address %v", addr)
+	}
+	family := unix.AF_INET
+	if addr.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	typ := unix.SOCK_DGRAM | unix.SOCK_CLOEXEC
+	if o.Nonblock {
+		typ |= unix.SOCK_NONBLOCK
+	}
+	fd, err := unix.Socket(family, typ, unix.IPPROTO_UDP)
+	if err != nil {
+		return s, os.NewSyscallError("socket", err)
+	}
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
+	s = Socket{FD: fd, V6: family == unix.AF_INET6}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return s, os.NewSyscallError("setsockopt SO_REUSEPORT", err)
+	}
+	if s.V6 && addr.Addr().IsUnspecified() {
+		// Dual-stack: IPv4 peers appear as v4-mapped addresses.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return s, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
+		}
+	}
+	s.RecvBuffer = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.Buffer)
+	s.SendBuffer = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.Buffer)
+	if err := unix.Bind(fd, Sockaddr(addr)); err != nil {
+		return s, fmt.Errorf("bind %v: %w", addr, err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return s, os.NewSyscallError("getsockname", err)
+	}
+	s.Local = AddrPortOf(sa)
+	if !o.DisableGSO {
+		_, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT)
+		s.GSO = err == nil
+	}
+	if !o.DisableGRO {
+		s.GRO = unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	}
+	return s, nil
+}
+
+// setBuffer asks for size bytes with the privileged option (which ignores
+// the sysctl maximum; needs CAP_NET_ADMIN), falling back to the plain one,
+// and returns the size the kernel reports.
+func setBuffer(fd, force, plain, size int) int {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+	}
+	got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, plain)
+	return got
+}
+
+// Sockaddr converts an address to the unix package's form.
+func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// AddrPortOf converts the unix package's form back.
+func AddrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,48 @@
+package udpsock
+
+import (
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestOpenSharesAPort(t *testing.T) {
+	a, err := Open(netip.MustParseAddrPort("127.0.0.1:0"), Options{Nonblock: true, Buffer: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(a.FD)
+	b, err := Open(a.Local, Options{Buffer: 1 << 20})
+	if err != nil {
+		t.Fatalf("second socket on %v: %v", a.Local, err)
+	}
+	defer unix.Close(b.FD)
+	if a.Local.Port() == 0 || b.Local != a.Local || a.V6 {
+		t.Fatalf("bound %v and %v", a.Local, b.Local)
+	}
+	if a.RecvBuffer < 256<<10 {
+		t.Errorf("receive buffer %d", a.RecvBuffer)
+	}
+	fl, _ := unix.FcntlInt(uintptr(a.FD), unix.F_GETFL, 0)
+	fl2, _ := unix.FcntlInt(uintptr(b.FD), unix.F_GETFL, 0)
+	if fl&unix.O_NONBLOCK == 0 || fl2&unix.O_NONBLOCK != 0 {
+		t.Errorf("O_NONBLOCK: %v and %v", fl&unix.O_NONBLOCK != 0, fl2&unix.O_NONBLOCK != 0)
+	}
+	off, err := Open(netip.MustParseAddrPort("[::]:0"), Options{DisableGSO: true, DisableGRO: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(off.FD)
+	if !off.V6 || off.GSO || off.GRO {
+		t.Errorf("dual-stack socket with offloads off: %+v", off)
+	}
+	for _, ap := range []string{"198.18.0.1:9000", "[2001:db8::1]:443"} {
+		if got := AddrPortOf(Sockaddr(netip.MustParseAddrPort(ap))); got.String() != ap {
+			t.Errorf("round trip of %s: %s", ap, got)
+		}
+	}
+	if _, err := Open(netip.AddrPort{}, Options{}); err == nil {
+		t.Error("an invalid address opened")
+	}
+}
