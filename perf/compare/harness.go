@@ -404,6 +404,9 @@ func (r *Runner) concurrent(ctx context.Context, sys System, size, conns int) Ro
 	var count, errs atomic.Int64
 	var lastErr atomic.Value
 	var wg sync.WaitGroup
+	// Each caller records its calls' latencies while measuring is set.
+	var measuring atomic.Bool
+	lats := make([][]float64, cfg.Callers)
 	for i := range cfg.Callers {
 		c := clients[i%conns]
 		wg.Add(1)
@@ -411,7 +414,12 @@ func (r *Runner) concurrent(ctx context.Context, sys System, size, conns int) Ro
 			defer wg.Done()
 			req := payload(size)
 			for !stop.Load() && wctx.Err() == nil {
-				if err := r.call(wctx, c, req); err != nil {
+				t := time.Now()
+				err := r.call(wctx, c, req)
+				if err == nil && measuring.Load() && len(lats[i]) < 1<<16 {
+					lats[i] = append(lats[i], float64(time.Since(t).Nanoseconds())/1e3)
+				}
+				if err != nil {
 					if wctx.Err() == nil && !stop.Load() {
 						errs.Add(1)
 						lastErr.Store(err.Error())
@@ -426,12 +434,14 @@ func (r *Runner) concurrent(ctx context.Context, sys System, size, conns int) Ro
 		}()
 	}
 	sleepCtx(ctx, cfg.TputWarmup)
+	measuring.Store(true)
 	c0, e0, u0, t0 := count.Load(), errs.Load(), rusage(), time.Now()
 	end := t0.Add(cfg.TputDuration)
 	for time.Now().Before(end) && ctx.Err() == nil && count.Load()-c0 < cfg.TputMaxCalls && errs.Load() <= 1000 {
 		sleepCtx(ctx, 10*time.Millisecond)
 	}
 	c1, e1, u1, t1 := count.Load(), errs.Load(), rusage(), time.Now()
+	measuring.Store(false)
 	stop.Store(true)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -454,6 +464,16 @@ func (r *Runner) concurrent(ctx context.Context, sys System, size, conns int) Ro
 	}
 	row.ReqPerS = f64(float64(n) / t1.Sub(t0).Seconds())
 	u0.perReq(u1, n, &row)
+	var all []float64
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	if len(all) > 0 {
+		sort.Float64s(all)
+		row.P50us = f64(quantile(all, 0.50))
+		row.P99us = f64(quantile(all, 0.99))
+		row.P999us = f64(quantile(all, 0.999))
+	}
 	return row
 }
 

@@ -134,8 +134,8 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 	}
 
 	p("\n## %d concurrent callers\n\n", cfg.Callers)
-	p("| system | payload B | conns | req/s | ×udp | CPU µs/req | csw/req | calls | note |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	p("| system | payload B | conns | req/s | ×udp | CPU µs/req | csw/req | p50 µs | p99 µs | p99.9 µs | calls | note |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, pl := range cfg.TputPayloads {
 		for _, n := range cfg.Conns {
 			u := ix[rowKey{"udp", WConc(n), pl}]
@@ -144,8 +144,9 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 				if !ok {
 					continue
 				}
-				p("| %s | %d | %d | %s | %s | %s | %s | %d | %s |\n", s, pl, n,
-					num(r.ReqPerS), ratio(r.ReqPerS, u.ReqPerS), num(r.CPUusPerReq), num(r.CswPerReq), r.Count, note(r))
+				p("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", s, pl, n,
+					num(r.ReqPerS), ratio(r.ReqPerS, u.ReqPerS), num(r.CPUusPerReq), num(r.CswPerReq),
+					num(r.P50us), num(r.P99us), num(r.P999us), r.Count, note(r))
 			}
 		}
 	}
