@@ -320,7 +320,7 @@ func findInterface(nl *netlink.Handle, addr netip.Addr) (netlink.Link, error) {
 		}
 	}
 	if found.Attrs().Flags&net.FlagLoopback != 0 {
-		return nil, unavailable("interface", "%v is on the loopback interface %s, which has no native XDP and no AF_XDP support worth having: use the portable backend", addr, found.Attrs().Name)
+		return nil, unavailable("interface", "%v is on the loopback interface %s: no native XDP there, and its traffic never crosses a NIC; use the uring or portable backend", addr, found.Attrs().Name)
 	}
 	return found, nil
 }
