@@ -31,7 +31,7 @@ func main() {
 	quick := flag.Bool("quick", false, "quick mode: smaller counts, 1 KiB throughput only, about 60 s")
 	out := flag.String("out", "compare-out", "directory for compare.json, compare.md and the plots")
 	systems := flag.String("systems", "", "comma-separated systems to run (default all): "+strings.Join(systemNames(), ","))
-	maxRun := flag.Duration("max", 0, "bound on the whole run (default 48s quick, 8m full)")
+	maxRun := flag.Duration("max", 0, "bound on the whole run (default 45s quick, 8m full)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	tokens := flag.Int("tokens", 0, "tokens in the stream workload (default 200000 quick, 1000000 full)")
 	flag.Parse()
@@ -47,7 +47,7 @@ func main() {
 	if bound == 0 {
 		bound = 8 * time.Minute
 		if *quick {
-			bound = 48 * time.Second
+			bound = 45 * time.Second
 		}
 	}
 	names, err := selectSystems(*systems)
