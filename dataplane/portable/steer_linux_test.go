@@ -5,31 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mxp-dataplane/mxp/bpf"
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/dptest"
 	"github.com/mxp-dataplane/mxp/wire"
 )
-
-// shardChecker counts datagrams and those that reached the wrong shard.
-type shardChecker struct {
-	shard, shards int
-	got, wrong    atomic.Int64
-}
-
-func (h *shardChecker) Receive(pkts []dataplane.Packet, _ time.Time) {
-	for _, p := range pkts {
-		if len(p.Buf) < 8 || int(p.Buf[wire.ConnIDShardOffset])%h.shards != h.shard {
-			h.wrong.Add(1)
-		}
-	}
-	h.got.Add(int64(len(pkts)))
-}
-func (*shardChecker) Transmit([]dataplane.Packet, time.Time) int { return 0 }
-func (*shardChecker) Deadline() time.Time                        { return time.Time{} }
 
 // With the SK_REUSEPORT program, each datagram reaches the shard its
 // connection ID names, even though all come from one flow (which the
@@ -37,10 +20,10 @@ func (*shardChecker) Deadline() time.Time                        { return time.T
 func TestBPFSteersByConnectionID(t *testing.T) {
 	for _, n := range []int{2, 4} {
 		t.Run(fmt.Sprint(n, "shards"), func(t *testing.T) {
-			hs := make([]*shardChecker, n)
+			hs := make([]*dptest.ShardChecker, n)
 			b := &Backend{Steering: SteerBPF}
 			e, err := dataplane.Start(b, dataplane.Config{Addr: netip.MustParseAddrPort("127.0.0.1:0"), Shards: n},
-				func(i int) dataplane.Handler { hs[i] = &shardChecker{shard: i, shards: n}; return hs[i] })
+				func(i int) dataplane.Handler { hs[i] = &dptest.ShardChecker{Shard: i, Shards: n}; return hs[i] })
 			if errors.Is(err, bpf.ErrPermission) || errors.Is(err, bpf.ErrNotSupported) || errors.Is(err, bpf.ErrMemlock) {
 				t.Skipf("SK_REUSEPORT steering unavailable here: %v", err)
 			}
@@ -72,7 +55,7 @@ func TestBPFSteersByConnectionID(t *testing.T) {
 			}
 			sum := func() (got, wrong int64) {
 				for _, h := range hs {
-					got, wrong = got+h.got.Load(), wrong+h.wrong.Load()
+					got, wrong = got+h.Got.Load(), wrong+h.Wrong.Load()
 				}
 				return
 			}
@@ -86,8 +69,8 @@ func TestBPFSteersByConnectionID(t *testing.T) {
 				t.Fatalf("%d of %d datagrams arrived, %d on the wrong shard", got, total, wrong)
 			}
 			for i, h := range hs {
-				if h.got.Load() != total/int64(n) {
-					t.Errorf("shard %d got %d datagrams, want %d", i, h.got.Load(), total/n)
+				if h.Got.Load() != total/int64(n) {
+					t.Errorf("shard %d got %d datagrams, want %d", i, h.Got.Load(), total/n)
 				}
 			}
 		})
