@@ -38,6 +38,13 @@ func TestProbeReasons(t *testing.T) {
 			t.Errorf("Probe(%v) in the host with that address: %v", addr, err)
 		}
 	}
+	// More shards than queues: unavailable, so that auto picks another backend.
+	if err := b.Do(func() error {
+		_, err := Probe(dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 0), Shards: 3})
+		return err
+	}); !errors.Is(err, dataplane.ErrUnavailable) || !strings.Contains(err.Error(), "2 RX queues") {
+		t.Errorf("Probe with 3 shards on 2 queues: %v", err)
+	}
 	// Someone else's XDP program on the interface: unavailable, named.
 	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "other_xdp", Type: ebpf.XDP, License: "MIT",

@@ -201,7 +201,8 @@ const (
 // Probe checks that this process and kernel can run the backend: CAP_NET_ADMIN
 // and CAP_NET_RAW, CAP_BPF (or CAP_SYS_ADMIN), AF_XDP sockets, XDP programs
 // and XSKMAP maps; and, when cfg.Addr is set, that a non-loopback
-// interface of this network namespace holds it.
+// interface of this network namespace holds it, with at least cfg.Shards RX
+// queues and no other program's XDP attached.
 func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
 	eff, err := effectiveCaps()
 	if err != nil {
@@ -242,6 +243,9 @@ func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
 		l, err := findInterface(nl, cfg.Addr.Addr())
 		if err != nil {
 			return nil, err
+		}
+		if q := max(l.Attrs().NumRxQueues, 1); cfg.Shards > q {
+			return nil, unavailable("RX queues", "%d shards, but %s has %d RX queues and an AF_XDP socket takes one", cfg.Shards, l.Attrs().Name, q)
 		}
 		if id, name, err := bpf.InterfaceXDP(l.Attrs().Index); err == nil && id != 0 && name != bpf.XDPProgramName {
 			return nil, unavailable("interface", "%s already runs XDP program %q (id %d), which MXP will not replace", l.Attrs().Name, name, id)
