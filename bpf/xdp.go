@@ -37,6 +37,7 @@ const (
 	xdpCounterPassNoSocket
 	xdpCounterPassShort
 	xdpCounterPassBig
+	xdpCounterHandshake
 	numXDPCounters
 )
 
@@ -52,6 +53,9 @@ type XDPCounters struct {
 	PassNoSocket   uint64 // their shard's XSKMAP slot is empty
 	PassShort      uint64 // payload too short for a connection ID
 	PassTooBig     uint64 // frame larger than XDPOptions.MaxFrame
+	// Handshakes are handshake packets redirected to the shard of the
+	// queue they arrived on (also counted in Redirected).
+	Handshakes uint64
 }
 
 // More sentinel errors of the XDP program (see also ErrPermission and
@@ -103,6 +107,12 @@ func (m XDPMode) netlinkFlags() int {
 }
 
 // XDPOptions configure LoadXDP.
+//
+// Steering: a datagram to one of Ports whose payload is an MXP packet goes to
+// the shard its connection ID names (payload byte 7 modulo Shards) when it
+// arrived on that shard's queue; a handshake packet (payload byte 16 has the
+// HANDSHAKE bit) goes to the shard of the queue it arrived on; anything else
+// passes to the kernel.
 type XDPOptions struct {
 	// Ports are the UDP destination ports whose datagrams are MXP's (1 to
 	// MaxXDPPorts of them).
@@ -266,6 +276,7 @@ func (x *XDP) Counters() (XDPCounters, error) {
 		Passed: s[xdpCounterPassed], Malformed: s[xdpCounterMalformed],
 		PassOtherQueue: s[xdpCounterPassQueue], PassNoSocket: s[xdpCounterPassNoSocket],
 		PassShort: s[xdpCounterPassShort], PassTooBig: s[xdpCounterPassBig],
+		Handshakes: s[xdpCounterHandshake],
 	}, nil
 }
 

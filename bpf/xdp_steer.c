@@ -12,7 +12,12 @@
  *
  * Steering: the connection ID is the first 8 bytes of the UDP payload; its
  * top byte (payload byte 7, wire.ConnIDShardOffset) names the shard:
- * shard = byte % nshards. Shard i's AF_XDP socket is bound to RX queue i of
+ * shard = byte % nshards. Handshake packets (MXP packet header flags, payload
+ * byte 16, with the HANDSHAKE bit 0x01, which header protection never masks)
+ * carry an initiator's random connection ID instead: they go to the shard of
+ * the queue they arrived on (the NIC's RSS hash of the flow), which then
+ * issues connection IDs naming itself, so that the flow's later packets,
+ * arriving on the same queue, name the same shard. Shard i's AF_XDP socket is bound to RX queue i of
  * the interface and sits at index i of the XSKMAP xsks. An AF_XDP socket can
  * only take frames from the queue it is bound to, so a datagram whose shard
  * is not the queue it arrived on is passed to the kernel, whose UDP socket
@@ -34,6 +39,8 @@
 #define UDP_HDR_LEN 8
 #define CONN_ID_LEN 8
 #define CONN_ID_SHARD_OFF 7 /* wire.ConnIDShardOffset */
+#define PKT_FLAGS_OFF 16    /* wire.PacketOffsetFlags */
+#define PKT_FLAG_HANDSHAKE 0x01
 #define MAX_SHARDS 256      /* the shard byte has 256 values */
 #define MAX_PORTS 64
 
@@ -46,7 +53,8 @@ enum counter {
 	COUNTER_PASS_NOSOCK = 5, /* ours, but the shard's slot is empty */
 	COUNTER_PASS_SHORT = 6,  /* ours, but no connection ID (payload < 8) */
 	COUNTER_PASS_BIG = 7,    /* ours, but larger than an AF_XDP frame */
-	COUNTER_MAX = 8,
+	COUNTER_HANDSHAKE = 8,   /* handshake packets redirected by their queue */
+	COUNTER_MAX = 9,
 };
 
 /* Set by the loader before loading, so the verifier sees constants. */
@@ -103,7 +111,7 @@ int mxp_xdp_steer(struct xdp_md *ctx)
 	__u32 off = ETH_HLEN, n, shard;
 	__u8 *payload;
 	long ret;
-	int i;
+	int i, handshake = 0;
 
 	if ((void *)(eth + 1) > end)
 		return pass(COUNTER_MALFORMED);
@@ -185,13 +193,23 @@ int mxp_xdp_steer(struct xdp_md *ctx)
 	n = nshards;
 	if (n == 0 || n > MAX_SHARDS)
 		n = 1;
-	shard = (__u32)payload[CONN_ID_SHARD_OFF] % n;
-	if (shard != ctx->rx_queue_index)
-		return pass(COUNTER_PASS_QUEUE);
+	if (ulen >= UDP_HDR_LEN + PKT_FLAGS_OFF + 1 && (void *)(payload + PKT_FLAGS_OFF + 1) <= end &&
+	    (payload[PKT_FLAGS_OFF] & PKT_FLAG_HANDSHAKE)) {
+		shard = ctx->rx_queue_index; /* handshake: the queue's shard */
+		handshake = 1;
+		if (shard >= n)
+			return pass(COUNTER_PASS_QUEUE);
+	} else {
+		shard = (__u32)payload[CONN_ID_SHARD_OFF] % n;
+		if (shard != ctx->rx_queue_index)
+			return pass(COUNTER_PASS_QUEUE);
+	}
 
 	ret = bpf_redirect_map(&xsks, shard, XDP_PASS);
 	if (ret != XDP_REDIRECT)
 		return pass(COUNTER_PASS_NOSOCK);
+	if (handshake)
+		count(COUNTER_HANDSHAKE);
 	count(COUNTER_REDIRECTED);
 	return XDP_REDIRECT;
 }

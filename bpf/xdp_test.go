@@ -111,6 +111,15 @@ func mxpPayload(shard byte) []byte {
 	p := make([]byte, 64)
 	p[7] = shard
 	p[15] = 0xEE // a byte a wrong offset would read
+	p[16] = 0x02 // packet flags: ACK_ELICITING, not HANDSHAKE
+	return p
+}
+
+// handshakePayload is an MXP handshake packet's start: a random connection
+// ID naming shard, and the HANDSHAKE flag.
+func handshakePayload(shard byte) []byte {
+	p := mxpPayload(shard)
+	p[16] = 0x01
 	return p
 }
 
@@ -141,6 +150,7 @@ func diff(a, b XDPCounters) XDPCounters {
 		Matched: b.Matched - a.Matched, Redirected: b.Redirected - a.Redirected, Passed: b.Passed - a.Passed,
 		Malformed: b.Malformed - a.Malformed, PassOtherQueue: b.PassOtherQueue - a.PassOtherQueue,
 		PassNoSocket: b.PassNoSocket - a.PassNoSocket, PassShort: b.PassShort - a.PassShort, PassTooBig: b.PassTooBig - a.PassTooBig,
+		Handshakes: b.Handshakes - a.Handshakes,
 	}
 }
 
@@ -187,6 +197,12 @@ func TestXDPVerdicts(t *testing.T) {
 		{"ipv6 udp length below header", frame{v6: true, dport: xdpTestPort, payload: mxpPayload(0), udpLen: 4}, XDPCounters{Passed: 1, Malformed: 1}},
 		{"udp length beyond frame", frame{dport: xdpTestPort, payload: mxpPayload(0), udpLen: 200}, XDPCounters{Matched: 1, Passed: 1, Malformed: 1}},
 		{"too big for a frame", frame{dport: xdpTestPort, payload: big}, XDPCounters{Matched: 1, Passed: 1, PassTooBig: 1}},
+		// A handshake goes to the shard of its queue (0 here), whatever its
+		// connection ID names: it reaches the redirect (empty slot).
+		{"handshake, ID names shard 1", frame{dport: xdpTestPort, payload: handshakePayload(1)}, XDPCounters{Matched: 1, Passed: 1, PassNoSocket: 1}},
+		{"ipv6 handshake, ID names shard 3", frame{v6: true, dport: xdpTestPort, payload: handshakePayload(3)}, XDPCounters{Matched: 1, Passed: 1, PassNoSocket: 1}},
+		// 16 payload bytes: a connection ID but no flags byte: by the ID.
+		{"16-byte payload", frame{dport: xdpTestPort, payload: handshakePayload(1)[:16]}, XDPCounters{Matched: 1, Passed: 1, PassOtherQueue: 1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.f.proto == 0 && c.name == "ipv6 extension header" {

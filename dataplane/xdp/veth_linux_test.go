@@ -60,6 +60,9 @@ type echo struct {
 	to             []netip.AddrPort
 	misrouted      *atomic.Uint64
 	got            *atomic.Uint64
+	// handshakes counts handshake packets; misroutedHS those that reached
+	// another shard than the sender's (whose TX queue is its shard index).
+	handshakes, misroutedHS *atomic.Uint64
 	// conn, once set, is the shard's connection: Transmit checks its frame
 	// accounting now and then, from the shard's own goroutine.
 	conn       atomic.Pointer[dataplane.ShardConn]
@@ -70,7 +73,12 @@ type echo struct {
 
 func (e *echo) Receive(pkts []dataplane.Packet, _ time.Time) {
 	for _, p := range pkts {
-		if len(p.Buf) >= 8 && int(p.Buf[7])%e.nshards != e.shard {
+		if len(p.Buf) >= 17 && p.Buf[16]&0x01 != 0 {
+			e.handshakes.Add(1)
+			if int(binary.LittleEndian.Uint32(p.Buf[8:]))%e.nshards != e.shard {
+				e.misroutedHS.Add(1)
+			}
+		} else if len(p.Buf) >= 8 && int(p.Buf[7])%e.nshards != e.shard {
 			e.misrouted.Add(1)
 		}
 		e.queue = append(e.queue, append([]byte(nil), p.Buf...))
@@ -111,7 +119,7 @@ type pinger struct {
 	dst      netip.AddrPort
 	size     int
 	count    int
-	cidOf    func(shard, seq int) byte
+	cidOf    func(shard, seq int) (cid byte, handshake bool)
 	sent     int
 	inFlight *atomic.Int64
 	replies  *atomic.Uint64
@@ -119,13 +127,22 @@ type pinger struct {
 	window   int64
 }
 
-func payload(b []byte, shard, seq int, cid byte) {
+// payload fills an MXP-like datagram: connection ID shard byte cid, the
+// sender's shard and sequence number where the packet number goes, and the
+// flags byte with HANDSHAKE or not.
+func payload(b []byte, shard, seq int, cid byte, handshake bool) {
 	for i := range b {
 		b[i] = byte(seq*7 + i)
 	}
 	b[7] = cid
 	binary.LittleEndian.PutUint32(b[8:], uint32(shard))
 	binary.LittleEndian.PutUint32(b[12:], uint32(seq))
+	if len(b) > 16 {
+		b[16] = 0x02 // ACK_ELICITING
+		if handshake {
+			b[16] = 0x01
+		}
+	}
 }
 
 func (p *pinger) Receive(pkts []dataplane.Packet, _ time.Time) {
@@ -139,7 +156,8 @@ func (p *pinger) Receive(pkts []dataplane.Packet, _ time.Time) {
 		}
 		shard := int(binary.LittleEndian.Uint32(pk.Buf[8:]))
 		seq := int(binary.LittleEndian.Uint32(pk.Buf[12:]))
-		payload(want, shard, seq, p.cidOf(shard, seq))
+		cid, hs := p.cidOf(shard, seq)
+		payload(want, shard, seq, cid, hs)
 		if !bytes.Equal(pk.Buf, want) {
 			p.corrupt.Add(1)
 		}
@@ -150,7 +168,8 @@ func (p *pinger) Transmit(out []dataplane.Packet, _ time.Time) int {
 	n := 0
 	for n < len(out) && p.sent < p.count && p.inFlight.Load() < p.window {
 		b := out[n].Buf[:p.size]
-		payload(b, p.shard, p.sent, p.cidOf(p.shard, p.sent))
+		cid, hs := p.cidOf(p.shard, p.sent)
+		payload(b, p.shard, p.sent, cid, hs)
 		out[n].Buf, out[n].Addr = b, p.dst
 		p.inFlight.Add(1)
 		p.sent++
@@ -172,11 +191,13 @@ type pingResult struct {
 	replies, corrupt uint64
 	misrouted        uint64
 	badAccount       uint64
+	handshakes       uint64
+	misroutedHS      uint64
 }
 
 // pingPong runs an echo server on b and a pinger on a, both on the xdp
 // backend, until every datagram came back or the time is up.
-func pingPong(t *testing.T, a, b *testnet.Host, srvAddr, cliAddr netip.Addr, shards, size, perShard int, cidOf func(shard, seq int) byte) pingResult {
+func pingPong(t *testing.T, a, b *testnet.Host, srvAddr, cliAddr netip.Addr, shards, size, perShard int, cidOf func(shard, seq int) (byte, bool)) pingResult {
 	t.Helper()
 	return pingPongWith(t, &inNetns{host: b}, &inNetns{host: a}, srvAddr, cliAddr, shards, size, perShard, cidOf)
 }
@@ -196,14 +217,15 @@ func (b *nsBackend) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err
 
 // pingPongWith is pingPong with the server on srvB (an xdp backend) and the
 // client on cliB (any backend; frame accounting is checked when it is xdp).
-func pingPongWith(t *testing.T, srvB *inNetns, cliB dataplane.Backend, srvAddr, cliAddr netip.Addr, shards, size, perShard int, cidOf func(shard, seq int) byte) pingResult {
+func pingPongWith(t *testing.T, srvB *inNetns, cliB dataplane.Backend, srvAddr, cliAddr netip.Addr, shards, size, perShard int, cidOf func(shard, seq int) (byte, bool)) pingResult {
 	t.Helper()
 	var r pingResult
-	var misrouted, got, badAccount, checks atomic.Uint64
+	var misrouted, got, badAccount, checks, handshakes, misroutedHS atomic.Uint64
 	var echoes []*echo
 	srv, err := dataplane.Start(srvB, dataplane.Config{Addr: netip.AddrPortFrom(srvAddr, 0), Shards: shards, Batch: 64, MaxDatagram: max(size, 1500)},
 		func(i int) dataplane.Handler {
-			e := &echo{shard: i, nshards: shards, misrouted: &misrouted, got: &got, badAccount: &badAccount, checks: &checks}
+			e := &echo{shard: i, nshards: shards, misrouted: &misrouted, got: &got, badAccount: &badAccount, checks: &checks,
+				handshakes: &handshakes, misroutedHS: &misroutedHS}
 			echoes = append(echoes, e)
 			return e
 		})
@@ -261,6 +283,7 @@ func pingPongWith(t *testing.T, srvB *inNetns, cliB dataplane.Backend, srvAddr, 
 		r.clientAccounts = append(r.clientAccounts, ca)
 	}
 	r.replies, r.corrupt, r.misrouted, r.badAccount = replies.Load(), corrupt.Load(), misrouted.Load(), badAccount.Load()
+	r.handshakes, r.misroutedHS = handshakes.Load(), misroutedHS.Load()
 	if r.replies != want {
 		t.Errorf("%d replies of %d (server got %d; server %+v; client %+v)", r.replies, want, got.Load(), r.server, r.client)
 	}
@@ -303,7 +326,7 @@ func TestPingPongVeth(t *testing.T) {
 			if c.v6 {
 				srvAddr, cliAddr = b.IPv6, a.IPv6
 			}
-			r := pingPong(t, a, b, srvAddr, cliAddr, 1, c.size, 20000, func(int, int) byte { return 0 })
+			r := pingPong(t, a, b, srvAddr, cliAddr, 1, c.size, 20000, func(int, int) (byte, bool) { return 0, false })
 			f := r.serverFeatures
 			t.Logf("server features %+v; server %+v; client %+v", f, r.server, r.client)
 			t.Logf("server extra %+v", r.serverExtra[0])
@@ -332,16 +355,21 @@ func TestPingPongVeth(t *testing.T) {
 // connection ID names shard s go straight into the server's AF_XDP socket
 // s; those naming another shard are passed by the XDP program and reach the
 // right shard through the SK_REUSEPORT-steered UDP sockets. No datagram
-// reaches a shard its connection ID does not name.
+// reaches a shard its connection ID does not name. Handshake packets, whose
+// connection ID is the initiator's random one, go to the shard of the queue
+// they arrived on (client shard s's, whatever their ID names).
 func TestSteeringMultiQueue(t *testing.T) {
 	requireXDP(t)
 	const shards = 4
 	a, b := topology(t, "mxpxdpq", shards, false)
-	cidOf := func(shard, seq int) byte {
-		if seq%4 == 3 {
-			return byte(shard + 1 + 4*(seq%7)) // another shard's: crosses queues
+	cidOf := func(shard, seq int) (byte, bool) {
+		switch seq % 8 {
+		case 3, 7:
+			return byte(shard + 1 + 4*(seq%7)), false // another shard's: crosses queues
+		case 5:
+			return byte(shard + 2 + 4*(seq%5)), true // a handshake: its queue's shard
 		}
-		return byte(shard + 4*(seq%13)) // its own shard, modulo 4
+		return byte(shard + 4*(seq%13)), false // its own shard, modulo 4
 	}
 	r := pingPong(t, a, b, b.IPv4, a.IPv4, shards, 200, 4000, cidOf)
 	var redirected, otherQueue uint64
@@ -361,6 +389,17 @@ func TestSteeringMultiQueue(t *testing.T) {
 	if otherQueue == 0 {
 		t.Errorf("no datagram took the other-queue path")
 	}
+	// Handshakes sent before the client knew the server's MAC went through
+	// its UDP socket, on a TX queue of the kernel's choosing.
+	var early uint64
+	for _, ce := range r.clientExtra {
+		early += ce.SocketTx
+	}
+	t.Logf("handshakes: %d received, %d redirected by queue, %d on another shard (client socket sends: %d)", r.handshakes, prog.Handshakes, r.misroutedHS, early)
+	if r.handshakes != total/8 || prog.Handshakes == 0 || r.misroutedHS > early {
+		t.Errorf("handshakes: %d received of %d, %d redirected by queue, %d on another shard than their queue's (client socket sends: %d)",
+			r.handshakes, total/8, prog.Handshakes, r.misroutedHS, early)
+	}
 	for i := range shards {
 		if r.serverExtra[i].Kernel.Rx_dropped != 0 {
 			t.Errorf("server shard %d: kernel dropped %d", i, r.serverExtra[i].Kernel.Rx_dropped)
@@ -379,7 +418,7 @@ func TestGenericModeGSOSender(t *testing.T) {
 	a, b := topology(t, "mxpxdpg", 1, false)
 	srv := &inNetns{Backend: Backend{Mode: bpf.XDPModeGeneric}, host: b}
 	cli := &nsBackend{Backend: &portable.Backend{}, host: a}
-	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 1200, 5000, func(int, int) byte { return 0 })
+	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 1200, 5000, func(int, int) (byte, bool) { return 0, false })
 	prog := r.serverExtra[0].Program
 	t.Logf("generic mode, GSO sender: program %+v; client %+v; server socket rx %d", prog, r.client, r.serverExtra[0].SocketRx)
 	if r.serverFeatures.Mode != bpf.XDPModeGeneric {
@@ -402,7 +441,7 @@ func TestGenericModeRedirects(t *testing.T) {
 	requireXDP(t)
 	a, b := topology(t, "mxpxdpr", 1, false)
 	srv := &inNetns{Backend: Backend{Mode: bpf.XDPModeGeneric}, host: b}
-	r := pingPongWith(t, srv, &inNetns{host: a}, b.IPv4, a.IPv4, 1, 1200, 5000, func(int, int) byte { return 0 })
+	r := pingPongWith(t, srv, &inNetns{host: a}, b.IPv4, a.IPv4, 1, 1200, 5000, func(int, int) (byte, bool) { return 0, false })
 	prog := r.serverExtra[0].Program
 	t.Logf("generic mode: program %+v", prog)
 	if r.serverFeatures.Mode != bpf.XDPModeGeneric || prog.Redirected < 4000 {
@@ -461,7 +500,8 @@ func TestOtherTrafficPasses(t *testing.T) {
 	defer mx.Close()
 	e, err := dataplane.Start(&fixed{conns: conns}, dataplane.Config{Addr: conns[0].LocalAddr()}, func(int) dataplane.Handler {
 		var m, g atomic.Uint64
-		return &echo{nshards: 1, misrouted: &m, got: &g}
+		var h, mh atomic.Uint64
+		return &echo{nshards: 1, misrouted: &m, got: &g, handshakes: &h, misroutedHS: &mh}
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -469,7 +509,7 @@ func TestOtherTrafficPasses(t *testing.T) {
 	defer e.Stop()
 	for i := range 100 {
 		p := make([]byte, 100)
-		payload(p, 0, i, 0)
+		payload(p, 0, i, 0, false)
 		if _, err := mx.Write(p); err != nil {
 			t.Fatal(err)
 		}
@@ -540,7 +580,7 @@ func TestJumboMTU(t *testing.T) {
 	a, b := topo.Hosts[0], topo.Hosts[1]
 	srv := &inNetns{host: b}
 	cli := &nsBackend{Backend: &portable.Backend{}, host: a}
-	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 6000, 500, func(int, int) byte { return 0 })
+	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 6000, 500, func(int, int) (byte, bool) { return 0, false })
 	ex := r.serverExtra[0]
 	t.Logf("jumbo: features %+v, program %+v, socket rx %d tx %d", r.serverFeatures, ex.Program, ex.SocketRx, ex.SocketTx)
 	if r.serverFeatures.Mode != bpf.XDPModeGeneric {
