@@ -154,3 +154,23 @@ func TestProgramRedirectVerdict(t *testing.T) {
 		}
 	}
 }
+
+// Closing and at once reopening on the same queues works: the kernel frees a
+// closed AF_XDP socket's hold on its queue a moment later, and Open waits
+// for it (a bench runs one process after another on the same veth).
+func TestReopenQuickly(t *testing.T) {
+	requireXDP(t)
+	_, b := topology(t, "mxpxdpro", 2, false)
+	be := &inNetns{host: b}
+	for i := range 8 {
+		conns, err := be.Open(dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 0), Shards: 2})
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		for _, c := range conns {
+			if err := c.Close(); err != nil {
+				t.Fatalf("close %d: %v", i, err)
+			}
+		}
+	}
+}

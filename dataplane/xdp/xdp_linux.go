@@ -47,6 +47,8 @@ const (
 	// txRetry is how long Wait sleeps at most while sent frames are yet to
 	// complete or the kernel refused to take more.
 	txRetry = 100 * time.Microsecond
+	// busyRetries bounds the 10 ms waits for a queue that is still busy.
+	busyRetries = 100
 	// sockCheckTurns: Recv reads the fallback socket at least every this
 	// many calls.
 	sockCheckTurns = 16
@@ -638,6 +640,14 @@ func (c *shardConn) openXSK(ifindex, queue, nframes, ringSize, mtu int, tryZC bo
 	var errs []error
 	for _, flags := range binds {
 		err := c.bindXSK(ifindex, queue, ringSize, flags)
+		// A socket closed a moment ago (by a process that just exited)
+		// leaves the queue busy until the kernel's deferred cleanup runs:
+		// wait for it a little.
+		for try := 0; errors.Is(err, unix.EBUSY) && try < busyRetries; try++ {
+			c.closeXSK()
+			time.Sleep(10 * time.Millisecond)
+			err = c.bindXSK(ifindex, queue, ringSize, flags)
+		}
 		if err == nil {
 			c.zeroCopy = flags&unix.XDP_ZEROCOPY != 0
 			c.needWakeup = flags&unix.XDP_USE_NEED_WAKEUP != 0
@@ -654,7 +664,7 @@ func (c *shardConn) openXSK(ifindex, queue, nframes, ringSize, mtu int, tryZC bo
 		err := errors.Join(errs...)
 		switch {
 		case errors.Is(err, unix.EBUSY):
-			return fmt.Errorf("queue %d already has an AF_XDP socket (another process?): %w", queue, err)
+			return fmt.Errorf("queue %d still has an AF_XDP socket after %v (another process?): %w", queue, busyRetries*10*time.Millisecond, err)
 		case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
 			return fmt.Errorf("UMEM of %d bytes exceeds RLIMIT_MEMLOCK (raise it, or run with CAP_IPC_LOCK): %w", len(umem), err)
 		}
