@@ -36,25 +36,25 @@ type Config struct {
 	SystemMax       time.Duration // bound on one system's whole run
 }
 
-// QuickConfig fits every system in about 60 s on two cores.
+// QuickConfig fits every system in well under 60 s on two cores.
 func QuickConfig() Config {
 	return Config{
 		LatencyPayloads: []int{64, 1024, 16384},
 		LatencySamples:  2000,
-		LatencyMax:      400 * time.Millisecond,
+		LatencyMax:      300 * time.Millisecond,
 		TputPayloads:    []int{1024},
 		Callers:         64,
 		Conns:           []int{1, 8},
 		TputWarmup:      100 * time.Millisecond,
-		TputDuration:    600 * time.Millisecond,
+		TputDuration:    400 * time.Millisecond,
 		TputMaxCalls:    2_000_000,
 		TputReps:        1,
 		SetupSamples:    50,
-		SetupMax:        500 * time.Millisecond,
-		Tokens:          200_000,
-		StreamMax:       1500 * time.Millisecond,
+		SetupMax:        300 * time.Millisecond,
+		Tokens:          100_000,
+		StreamMax:       time.Second,
 		CallTimeout:     2 * time.Second,
-		SystemMax:       15 * time.Second,
+		SystemMax:       10 * time.Second,
 	}
 }
 
@@ -146,7 +146,7 @@ func (r *Runner) Run(ctx context.Context, names []string) *Results {
 		if lat != nil {
 			res.Latency[name] = lat
 		}
-		r.logf("%-14s done in %.1fs", name, time.Since(start).Seconds())
+		r.logf("%-20s done in %.1fs", name, time.Since(start).Seconds())
 	}
 	return res
 }
@@ -162,12 +162,12 @@ func (r *Runner) RunSystem(parent context.Context, name string) ([]Row, map[int]
 		if errors.Is(err, ErrUnavailable) {
 			note = "skipped: " + err.Error()
 		}
-		r.logf("%-14s %s", name, note)
+		r.logf("%-20s %s", name, note)
 		return []Row{{System: name, Workload: WSkipped, Note: note}}, nil
 	}
 	defer func() {
 		if err := sys.Teardown(); err != nil {
-			r.logf("%-14s teardown: %v", name, err)
+			r.logf("%-20s teardown: %v", name, err)
 		}
 	}()
 	maxPayload := 1 << 30
@@ -187,7 +187,7 @@ func (r *Runner) RunSystem(parent context.Context, name string) ([]Row, map[int]
 		if samples != nil {
 			lat[p] = samples
 		}
-		r.logf("%-14s %s", name, describe(row))
+		r.logf("%-20s %s", name, describe(row))
 	}
 	for _, p := range cfg.TputPayloads {
 		for _, n := range cfg.Conns {
@@ -198,15 +198,15 @@ func (r *Runner) RunSystem(parent context.Context, name string) ([]Row, map[int]
 			}
 			row := r.concurrentReps(ctx, sys, p, n)
 			rows = append(rows, row)
-			r.logf("%-14s %s", name, describe(row))
+			r.logf("%-20s %s", name, describe(row))
 		}
 	}
 	row := r.setup(ctx, sys)
 	rows = append(rows, row)
-	r.logf("%-14s %s", name, describe(row))
+	r.logf("%-20s %s", name, describe(row))
 	if row, ok := r.stream(ctx, sys); ok {
 		rows = append(rows, row)
-		r.logf("%-14s %s", name, describe(row))
+		r.logf("%-20s %s", name, describe(row))
 	}
 	return rows, lat
 }

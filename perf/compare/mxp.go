@@ -15,13 +15,17 @@ import (
 
 // The MXP systems, one per dataplane backend: a mesh node on 127.0.0.1 with
 // that backend, a server agent that handles "echo" (returns the request) and
-// the "tokens" stream, and one client agent per Dial. Calls go the way MXP
-// routes them: client agent → node → server agent and back, each hop over an
-// encrypted MXP connection. A backend the machine cannot run (io_uring or
-// AF_XDP unavailable) is reported as skipped with the node's reason.
+// the "tokens" stream, and one client agent per Dial. In mxp-<backend>,
+// calls go through the node: client agent → node → server agent and back,
+// each hop an encrypted MXP connection. In mxp-<backend>-direct, the client
+// agent discovers the server agent and calls it over its own connection, one
+// hop, as gRPC and QUIC do; both agents then use the backend. A backend the
+// machine cannot run (io_uring or AF_XDP unavailable) is reported as skipped
+// with the node's reason.
 type mxpSystem struct {
 	name    string
 	backend string // dataplane backend: "portable", "uring" or "xdp"
+	direct  bool
 	node    *mesh.Node
 	server  *mesh.Agent
 }
@@ -30,6 +34,19 @@ func init() {
 	for _, b := range []string{"portable", "uring", "xdp"} {
 		register("mxp-"+b, func() System { return &mxpSystem{name: "mxp-" + b, backend: b} })
 	}
+	for _, b := range []string{"portable", "uring"} {
+		register("mxp-"+b+"-direct", func() System { return &mxpSystem{name: "mxp-" + b + "-direct", backend: b, direct: true} })
+	}
+}
+
+// agentBackend is the backend the agents use: the node's for direct calls
+// (the agents carry the traffic), portable otherwise (an agent has one
+// connection to the node; the node is where the backend matters).
+func (s *mxpSystem) agentBackend() string {
+	if s.direct {
+		return s.backend
+	}
+	return "portable"
 }
 
 func (s *mxpSystem) Name() string { return s.name }
@@ -58,7 +75,7 @@ func (s *mxpSystem) Setup(ctx context.Context) error {
 	}
 	s.node = node
 	srv, err := mesh.NewAgent(mesh.AgentConfig{Name: "compare-server", Capabilities: []string{"echo"},
-		Node: node.URL(), HeartbeatInterval: mxpHeartbeat, Backend: "portable"})
+		Node: node.URL(), HeartbeatInterval: mxpHeartbeat, Backend: s.agentBackend()})
 	if err != nil {
 		node.Close()
 		return err
@@ -102,12 +119,24 @@ type mxpClient struct {
 
 func (s *mxpSystem) Dial(ctx context.Context) (Client, error) {
 	a, err := mesh.NewAgent(mesh.AgentConfig{Name: "compare-client", Node: s.node.URL(),
-		HeartbeatInterval: mxpHeartbeat, Backend: "portable"})
+		HeartbeatInterval: mxpHeartbeat, Backend: s.agentBackend(), Direct: s.direct})
 	if err != nil {
 		return nil, err
 	}
 	if err := a.Start(ctx); err != nil {
 		return nil, err
+	}
+	if s.direct {
+		// Discovery gives the server agent's endpoint and key; the first
+		// call then dials it.
+		found, err := a.Discover(ctx, "echo")
+		if err == nil && (len(found) != 1 || found[0].ID != s.server.ID()) {
+			err = fmt.Errorf("discover found %d agents, not the server", len(found))
+		}
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 	return &mxpClient{a: a, target: s.server.ID()}, nil
 }

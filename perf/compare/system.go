@@ -66,7 +66,7 @@ var registry = map[string]func() System{}
 
 // order is the report order; systems not listed sort after these by name.
 var order = []string{
-	"udp", "mxp-portable", "mxp-uring", "mxp-xdp",
+	"udp", "mxp-portable", "mxp-uring", "mxp-xdp", "mxp-portable-direct", "mxp-uring-direct",
 	"http", "https", "grpc-tls", "grpc-tls-bidi", "nats",
 	"quic-stream", "quic-long", "quic-dgram",
 }
