@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/dptest"
 )
 
 // The hot path — TxBuffers, Send, Recv, Release, Wait — allocates nothing.
@@ -22,7 +23,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		n := a.TxBuffers(tx)
 		for i := range n {
 			tx[i].Buf = tx[i].Buf[:1200]
-			fillPattern(tx[i].Buf, uint64(i))
+			dptest.FillPattern(tx[i].Buf, uint64(i))
 			tx[i].Addr = dst
 		}
 		if _, err := a.Send(tx[:n]); err != nil {
@@ -135,7 +136,7 @@ func TestReleaseOutOfOrder(t *testing.T) {
 	n := a.TxBuffers(tx)
 	for i := range n {
 		tx[i].Buf = tx[i].Buf[:100]
-		fillPattern(tx[i].Buf, uint64(i))
+		dptest.FillPattern(tx[i].Buf, uint64(i))
 		tx[i].Addr = b.LocalAddr()
 	}
 	a.Send(tx[:n])
@@ -154,7 +155,7 @@ func TestReleaseOutOfOrder(t *testing.T) {
 		t.Fatalf("received %d of %d", k1+k2, n)
 	}
 	for i, p := range append(first[:k1:k1], second[:k2]...) {
-		if seq, err := checkPattern(p.Buf, 100); err != nil || seq != uint64(i) {
+		if seq, err := dptest.CheckPattern(p.Buf, 100); err != nil || seq != uint64(i) {
 			t.Fatalf("datagram %d: seq %d, %v", i, seq, err)
 		}
 	}

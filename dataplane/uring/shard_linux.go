@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 	"github.com/mxp-dataplane/mxp/dataplane/uring/ring"
 )
 
@@ -89,52 +90,21 @@ func (c *shardConn) Stats() dataplane.Stats {
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
 func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardConn, err error) {
-	if !addr.IsValid() {
-		return nil, fmt.Errorf("invalid bind address %v", addr)
-	}
-	family := unix.AF_INET
-	if addr.Addr().Is6() {
-		family = unix.AF_INET6
-	}
 	// A blocking socket and eventfd: io_uring issues every operation
 	// without blocking and waits by polling; O_NONBLOCK would make the
 	// eventfd read complete at once with EAGAIN instead.
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	s, err := udpsock.Open(addr, udpsock.Options{Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO})
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return nil, err
 	}
-	c = &shardConn{fd: fd, wakeFD: -1, v6: family == unix.AF_INET6, maxDgram: cfg.MaxDatagram}
+	c = &shardConn{fd: s.FD, wakeFD: -1, local: s.Local, v6: s.V6, gso: s.GSO, gro: s.GRO, maxDgram: cfg.MaxDatagram}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt SO_REUSEPORT", err)
-	}
-	if c.v6 && addr.Addr().IsUnspecified() {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
-			return nil, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
-		}
-	}
-	c.features.RecvBuffer = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, cfg.SocketBuffer)
-	c.features.SendBuffer = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, cfg.SocketBuffer)
-	if err := unix.Bind(fd, sockaddr(addr)); err != nil {
-		return nil, fmt.Errorf("bind %v: %w", addr, err)
-	}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, os.NewSyscallError("getsockname", err)
-	}
-	c.local = addrPortOf(sa)
-	if !cfg.DisableGSO {
-		_, err := unix.GetsockoptInt(fd, unix.SOL_UDP, unix.UDP_SEGMENT)
-		c.gso = err == nil
-	}
-	if !cfg.DisableGRO {
-		c.gro = unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
-	}
 	c.features.GSO, c.features.GRO = c.gso, c.gro
+	c.features.RecvBuffer, c.features.SendBuffer = s.RecvBuffer, s.SendBuffer
 	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
@@ -163,31 +133,6 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	// the wake read from the shard's own thread, whose task owns them (a
 	// thread that exits, like testnet's Do threads, cancels its requests).
 	return c, nil
-}
-
-func setBuffer(fd, force, plain, size int) int {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
-	}
-	got, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, plain)
-	return got
-}
-
-func sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }
 
 // reap consumes every ready CQE: receive completions queue their buffers

@@ -8,12 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mxp-dataplane/mxp/bpf"
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/dptest"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/wire"
 )
@@ -27,141 +27,14 @@ func requireURing(t testing.TB) {
 	}
 }
 
-func fillPattern(b []byte, seq uint64) {
-	binary.LittleEndian.PutUint64(b, seq)
-	for i := 8; i < len(b); i++ {
-		b[i] = byte(seq*13 + uint64(i))
-	}
-}
-
-func checkPattern(b []byte, size int) (uint64, error) {
-	if len(b) != size {
-		return 0, fmt.Errorf("datagram of %d bytes, want %d", len(b), size)
-	}
-	seq := binary.LittleEndian.Uint64(b)
-	for i := 8; i < len(b); i++ {
-		if b[i] != byte(seq*13+uint64(i)) {
-			return seq, fmt.Errorf("datagram %d corrupt at byte %d", seq, i)
-		}
-	}
-	return seq, nil
-}
-
-// echo sends every datagram back where it came from.
-type echo struct {
-	pending []dataplane.Packet
-	store   []byte
-}
-
-func (e *echo) Receive(pkts []dataplane.Packet, _ time.Time) {
-	for _, p := range pkts {
-		off := len(e.store)
-		e.store = append(e.store, p.Buf...)
-		e.pending = append(e.pending, dataplane.Packet{Buf: e.store[off:len(e.store):len(e.store)], Addr: p.Addr})
-	}
-}
-
-func (e *echo) Transmit(out []dataplane.Packet, _ time.Time) int {
-	n := min(len(out), len(e.pending))
-	for i := range n {
-		out[i].Buf = append(out[i].Buf[:0], e.pending[i].Buf...)
-		out[i].Addr = e.pending[i].Addr
-	}
-	e.pending = e.pending[n:]
-	if len(e.pending) == 0 {
-		e.pending, e.store = e.pending[:0], e.store[:0]
-	}
-	return n
-}
-
-func (e *echo) Deadline() time.Time { return time.Time{} }
-
-// pinger sends total numbered datagrams of size bytes to dst, keeping at
-// most window unanswered, and checks every echo.
-type pinger struct {
-	dst                 netip.AddrPort
-	size, total, window int
-	next                uint64
-	got                 atomic.Int64
-	seen                []bool
-	err                 atomic.Pointer[error]
-}
-
-func (p *pinger) fail(err error) { p.err.CompareAndSwap(nil, &err) }
-
-func (p *pinger) Receive(pkts []dataplane.Packet, _ time.Time) {
-	for _, q := range pkts {
-		seq, err := checkPattern(q.Buf, p.size)
-		if err != nil {
-			p.fail(err)
-			continue
-		}
-		if seq >= uint64(p.total) || p.seen[seq] {
-			p.fail(fmt.Errorf("datagram %d duplicated or unknown", seq))
-			continue
-		}
-		p.seen[seq] = true
-		p.got.Add(1)
-	}
-}
-
-func (p *pinger) Transmit(out []dataplane.Packet, _ time.Time) int {
-	n := 0
-	for n < len(out) && p.next < uint64(p.total) && int(p.next)-int(p.got.Load()) < p.window {
-		b := out[n].Buf[:p.size]
-		fillPattern(b, p.next)
-		out[n] = dataplane.Packet{Buf: b, Addr: p.dst}
-		p.next++
-		n++
-	}
-	return n
-}
-
-func (p *pinger) Deadline() time.Time { return time.Time{} }
-
-type pingResult struct{ client, server dataplane.Stats }
-
-// pingPongVia runs total datagrams from a client engine through an echoing
-// server engine.
-func pingPongVia(t *testing.T, sb dataplane.Backend, server dataplane.Config, cb dataplane.Backend, client dataplane.Config, size, total int) pingResult {
-	t.Helper()
-	srv, err := dataplane.Start(sb, server, func(int) dataplane.Handler { return &echo{} })
-	if err != nil {
-		t.Fatalf("server: %v", err)
-	}
-	defer srv.Stop()
-	dst := srv.Conn(0).LocalAddr()
-	if dst.Addr().IsUnspecified() {
-		dst = netip.AddrPortFrom(client.Addr.Addr(), dst.Port())
-	}
-	p := &pinger{dst: dst, size: size, total: total, window: 256, seen: make([]bool, total)}
-	cli, err := dataplane.Start(cb, client, func(int) dataplane.Handler { return p })
-	if err != nil {
-		t.Fatalf("client: %v", err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for p.got.Load() < int64(total) && p.err.Load() == nil && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if err := cli.Stop(); err != nil {
-		t.Errorf("client stop: %v", err)
-	}
-	if e := p.err.Load(); e != nil {
-		t.Fatal(*e)
-	}
-	res := pingResult{client: cli.Stats(), server: srv.Stats()}
-	if got := p.got.Load(); got != int64(total) {
-		t.Fatalf("%d of %d echoes came back in time; client %+v server %+v", got, total, res.client, res.server)
-	}
-	return res
-}
-
-func pingPong(t *testing.T, bind netip.Addr, server, client dataplane.Config, size, total int) pingResult {
+// pingPong runs total datagrams through a uring client and an echoing uring
+// server, both bound on bind.
+func pingPong(t *testing.T, bind netip.Addr, server, client dataplane.Config, size, total int) dptest.PingResult {
 	t.Helper()
 	requireURing(t)
 	server.Addr = netip.AddrPortFrom(bind, 0)
 	client.Addr = netip.AddrPortFrom(bind, 0)
-	return pingPongVia(t, &Backend{}, server, &Backend{}, client, size, total)
+	return dptest.PingPong(t, &Backend{}, server, &Backend{}, client, size, total)
 }
 
 var loopback4 = netip.MustParseAddr("127.0.0.1")
@@ -187,14 +60,14 @@ func TestPingPongBatches(t *testing.T) {
 	for _, size := range []int{8, 64, 1200, 1472} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			r := pingPong(t, loopback4, dataplane.Config{}, dataplane.Config{}, size, 20000)
-			if r.client.TxPackets != 20000 || r.server.RxPackets != 20000 || r.server.TxPackets != 20000 || r.client.RxPackets != 20000 {
-				t.Fatalf("counters: client %+v server %+v", r.client, r.server)
+			if r.Client.TxPackets != 20000 || r.Server.RxPackets != 20000 || r.Server.TxPackets != 20000 || r.Client.RxPackets != 20000 {
+				t.Fatalf("counters: client %+v server %+v", r.Client, r.Server)
 			}
-			if r.client.TxCalls >= r.client.TxPackets/2 {
-				t.Errorf("%d send submissions for %d datagrams: not batching", r.client.TxCalls, r.client.TxPackets)
+			if r.Client.TxCalls >= r.Client.TxPackets/2 {
+				t.Errorf("%d send submissions for %d datagrams: not batching", r.Client.TxCalls, r.Client.TxPackets)
 			}
-			if r.client.RxDropped+r.server.RxDropped+r.client.TxDropped+r.server.TxDropped != 0 {
-				t.Errorf("drops: client %+v server %+v", r.client, r.server)
+			if r.Client.RxDropped+r.Server.RxDropped+r.Client.TxDropped+r.Server.TxDropped != 0 {
+				t.Errorf("drops: client %+v server %+v", r.Client, r.Server)
 			}
 		})
 	}
@@ -206,9 +79,27 @@ func TestIPv6Loopback(t *testing.T) {
 
 func TestDualStackServesIPv4(t *testing.T) {
 	requireURing(t)
-	srv := dataplane.Config{Addr: netip.MustParseAddrPort("[::]:0")}
-	cli := dataplane.Config{Addr: netip.MustParseAddrPort("127.0.0.1:0")}
-	pingPongVia(t, &Backend{}, srv, &Backend{}, cli, 100, 2000)
+	srv, err := dataplane.Start(&Backend{}, dataplane.Config{Addr: netip.MustParseAddrPort("[::]:0")}, func(int) dataplane.Handler { return &dptest.Echo{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	dst := netip.AddrPortFrom(loopback4, srv.Conn(0).LocalAddr().Port())
+	p := &dptest.Pinger{Dst: dst, Size: 100, Total: 2000, Window: 64}
+	cli, err := dataplane.Start(&Backend{}, dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)}, func(int) dataplane.Handler { return p })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); p.Got.Load() < 2000 && p.Err() == nil && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cli.Stop()
+	if err := p.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Got.Load() != 2000 {
+		t.Fatalf("%d of 2000 echoes through a dual-stack socket", p.Got.Load())
+	}
 }
 
 // Each side on a different backend: the uring server echoes a portable
@@ -216,22 +107,22 @@ func TestDualStackServesIPv4(t *testing.T) {
 func TestInteropWithPortable(t *testing.T) {
 	requireURing(t)
 	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)}
-	pingPongVia(t, &Backend{}, cfg, &portable.Backend{}, cfg, 1200, 10000)
-	pingPongVia(t, &portable.Backend{}, cfg, &Backend{}, cfg, 1200, 10000)
+	dptest.PingPong(t, &Backend{}, cfg, &portable.Backend{}, cfg, 1200, 10000)
+	dptest.PingPong(t, &portable.Backend{}, cfg, &Backend{}, cfg, 1200, 10000)
 }
 
 // GSO on send with GRO off on receive: the kernel splits the super-datagrams
 // and each arrives in a provided buffer of its own.
 func TestGSOSendSplitByKernel(t *testing.T) {
 	r := pingPong(t, loopback4, dataplane.Config{DisableGRO: true}, dataplane.Config{DisableGRO: true}, 1200, 20000)
-	if r.client.TxGSOSends == 0 {
-		t.Fatalf("no GSO sends: %+v", r.client)
+	if r.Client.TxGSOSends == 0 {
+		t.Fatalf("no GSO sends: %+v", r.Client)
 	}
-	if r.server.RxGROSplits != 0 {
-		t.Errorf("GRO was off but %d buffers were split", r.server.RxGROSplits)
+	if r.Server.RxGROSplits != 0 {
+		t.Errorf("GRO was off but %d buffers were split", r.Server.RxGROSplits)
 	}
-	if r.client.TxCalls > r.client.TxPackets/4 {
-		t.Errorf("GSO on, yet %d send submissions for %d datagrams", r.client.TxCalls, r.client.TxPackets)
+	if r.Client.TxCalls > r.Client.TxPackets/4 {
+		t.Errorf("GSO on, yet %d send submissions for %d datagrams", r.Client.TxCalls, r.Client.TxPackets)
 	}
 }
 
@@ -239,22 +130,22 @@ func TestGSOSendSplitByKernel(t *testing.T) {
 // super-datagram, split by the UDP_GRO segment size read from the cmsg.
 func TestGROReceiveSplit(t *testing.T) {
 	r := pingPong(t, loopback4, dataplane.Config{}, dataplane.Config{}, 1200, 20000)
-	if r.client.TxGSOSends == 0 {
-		t.Fatalf("no GSO sends: %+v", r.client)
+	if r.Client.TxGSOSends == 0 {
+		t.Fatalf("no GSO sends: %+v", r.Client)
 	}
-	if r.server.RxGROSplits == 0 {
-		t.Fatalf("no coalesced buffers split: %+v", r.server)
+	if r.Server.RxGROSplits == 0 {
+		t.Fatalf("no coalesced buffers split: %+v", r.Server)
 	}
-	if r.server.RxCalls >= r.server.RxPackets {
-		t.Errorf("%d receive batches for %d datagrams", r.server.RxCalls, r.server.RxPackets)
+	if r.Server.RxCalls >= r.Server.RxPackets {
+		t.Errorf("%d receive batches for %d datagrams", r.Server.RxCalls, r.Server.RxPackets)
 	}
 }
 
 func TestWithoutOffloads(t *testing.T) {
 	off := dataplane.Config{DisableGSO: true, DisableGRO: true}
 	r := pingPong(t, loopback4, off, off, 1200, 20000)
-	if r.client.TxGSOSends != 0 || r.server.TxGSOSends != 0 || r.server.RxGROSplits != 0 {
-		t.Fatalf("offloads used while disabled: client %+v server %+v", r.client, r.server)
+	if r.Client.TxGSOSends != 0 || r.Server.TxGSOSends != 0 || r.Server.RxGROSplits != 0 {
+		t.Fatalf("offloads used while disabled: client %+v server %+v", r.Client, r.Server)
 	}
 }
 
@@ -322,28 +213,12 @@ func testOversizeDropped(t *testing.T, noGRO bool) {
 
 // SK_REUSEPORT steering: every datagram reaches the shard its connection ID
 // names, though all come from one flow.
-type shardChecker struct {
-	shard, shards int
-	got, wrong    atomic.Int64
-}
-
-func (h *shardChecker) Receive(pkts []dataplane.Packet, _ time.Time) {
-	for _, p := range pkts {
-		if len(p.Buf) < 8 || int(p.Buf[wire.ConnIDShardOffset])%h.shards != h.shard {
-			h.wrong.Add(1)
-		}
-	}
-	h.got.Add(int64(len(pkts)))
-}
-func (*shardChecker) Transmit([]dataplane.Packet, time.Time) int { return 0 }
-func (*shardChecker) Deadline() time.Time                        { return time.Time{} }
-
 func TestBPFSteersByConnectionID(t *testing.T) {
 	requireURing(t)
 	const n, total = 2, 4000
-	hs := make([]*shardChecker, n)
+	hs := make([]*dptest.ShardChecker, n)
 	e, err := dataplane.Start(&Backend{Steering: portable.SteerBPF}, dataplane.Config{Addr: netip.MustParseAddrPort("127.0.0.1:0"), Shards: n},
-		func(i int) dataplane.Handler { hs[i] = &shardChecker{shard: i, shards: n}; return hs[i] })
+		func(i int) dataplane.Handler { hs[i] = &dptest.ShardChecker{Shard: i, Shards: n}; return hs[i] })
 	if errors.Is(err, bpf.ErrPermission) || errors.Is(err, bpf.ErrNotSupported) || errors.Is(err, bpf.ErrMemlock) {
 		t.Skipf("SK_REUSEPORT steering unavailable here: %v", err)
 	}
@@ -372,7 +247,7 @@ func TestBPFSteersByConnectionID(t *testing.T) {
 	}
 	sum := func() (got, wrong int64) {
 		for _, h := range hs {
-			got, wrong = got+h.got.Load(), wrong+h.wrong.Load()
+			got, wrong = got+h.Got.Load(), wrong+h.Wrong.Load()
 		}
 		return
 	}
@@ -385,8 +260,8 @@ func TestBPFSteersByConnectionID(t *testing.T) {
 		t.Fatalf("%d of %d datagrams arrived, %d on the wrong shard", got, total, wrong)
 	}
 	for i, h := range hs {
-		if h.got.Load() != total/n {
-			t.Errorf("shard %d got %d datagrams, want %d", i, h.got.Load(), total/n)
+		if h.Got.Load() != total/n {
+			t.Errorf("shard %d got %d datagrams, want %d", i, h.Got.Load(), total/n)
 		}
 	}
 }
@@ -488,8 +363,8 @@ func TestSQPollPingPong(t *testing.T) {
 	if !f.SQPoll {
 		t.Fatal("SQPoll asked for but not in force")
 	}
-	r := pingPongVia(t, &Backend{SQPoll: true}, cfg, &Backend{SQPoll: true}, cfg, 1200, 10000)
-	if r.server.RxPackets != 10000 || r.server.TxPackets != 10000 {
-		t.Fatalf("server counters %+v", r.server)
+	r := dptest.PingPong(t, &Backend{SQPoll: true}, cfg, &Backend{SQPoll: true}, cfg, 1200, 10000)
+	if r.Server.RxPackets != 10000 || r.Server.TxPackets != 10000 {
+		t.Fatalf("server counters %+v", r.Server)
 	}
 }

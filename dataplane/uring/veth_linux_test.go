@@ -1,27 +1,14 @@
 package uring
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/dptest"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/testnet"
 )
-
-// inNetns opens a backend's sockets and rings inside a test host's namespace.
-type inNetns struct {
-	dataplane.Backend
-	host *testnet.Host
-}
-
-func (b *inNetns) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err error) {
-	if e := b.host.Do(func() error { conns, err = b.Backend.Open(cfg); return err }); e != nil && err == nil {
-		err = e
-	}
-	return conns, err
-}
 
 // Across a veth pair between two namespaces: every datagram arrives intact
 // with the offloads on and off, over IPv6, and with a portable peer. The
@@ -64,30 +51,25 @@ func TestAcrossVeth(t *testing.T) {
 			if c.v6 {
 				srv.Addr, cli.Addr = netip.AddrPortFrom(b.IPv6, 0), netip.AddrPortFrom(a.IPv6, 0)
 			}
-			var cb dataplane.Backend = &inNetns{Backend: &Backend{}, host: a}
+			var cb dataplane.Backend = &dptest.InNetns{Backend: &Backend{}, Host: a}
 			if c.portablePeer {
-				cb = &inNetns{Backend: &portable.Backend{}, host: a}
+				cb = &dptest.InNetns{Backend: &portable.Backend{}, Host: a}
 			}
-			r := pingPongVia(t, &inNetns{Backend: &Backend{}, host: b}, srv, cb, cli, c.size, 20000)
-			if c.wantGSO && r.client.TxGSOSends == 0 {
-				t.Errorf("no GSO sends across veth: %+v", r.client)
+			r := dptest.PingPong(t, &dptest.InNetns{Backend: &Backend{}, Host: b}, srv, cb, cli, c.size, 20000)
+			if c.wantGSO && r.Client.TxGSOSends == 0 {
+				t.Errorf("no GSO sends across veth: %+v", r.Client)
 			}
-			if c.wantNone && (r.client.TxGSOSends != 0 || r.server.RxGROSplits != 0) {
-				t.Errorf("offloads used while disabled: client %+v server %+v", r.client, r.server)
+			if c.wantNone && (r.Client.TxGSOSends != 0 || r.Server.RxGROSplits != 0) {
+				t.Errorf("offloads used while disabled: client %+v server %+v", r.Client, r.Server)
 			}
-			if c.noGRO && r.server.RxGROSplits != 0 {
-				t.Errorf("server without GRO split %d buffers", r.server.RxGROSplits)
+			if c.noGRO && r.Server.RxGROSplits != 0 {
+				t.Errorf("server without GRO split %d buffers", r.Server.RxGROSplits)
 			}
-			if r.server.RxPackets != 20000 || r.server.TxPackets != 20000 {
-				t.Errorf("server counters %+v", r.server)
+			if r.Server.RxPackets != 20000 || r.Server.TxPackets != 20000 {
+				t.Errorf("server counters %+v", r.Server)
 			}
-			t.Logf("client %s", fmtStats(r.client))
-			t.Logf("server %s", fmtStats(r.server))
+			t.Logf("client %s", dptest.FormatStats(r.Client))
+			t.Logf("server %s", dptest.FormatStats(r.Server))
 		})
 	}
-}
-
-func fmtStats(s dataplane.Stats) string {
-	return fmt.Sprintf("rx %d in %d batches (%d GRO splits), tx %d in %d submissions (%d GSO sends), dropped rx %d tx %d, waits %d",
-		s.RxPackets, s.RxCalls, s.RxGROSplits, s.TxPackets, s.TxCalls, s.TxGSOSends, s.RxDropped, s.TxDropped, s.Wakeups)
 }
