@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,5 +171,31 @@ func TestQuantile(t *testing.T) {
 		if got := quantile(s, q); got != want {
 			t.Errorf("quantile(%v) = %v, want %v", q, got, want)
 		}
+	}
+}
+
+func TestTargets(t *testing.T) {
+	rows := []Row{
+		{System: "mxp-portable", Workload: WLatency, Payload: 1024, P50us: f64(5)},
+		{System: "mxp-portable", Workload: WConc(1), Payload: 1024, ReqPerS: f64(100)},
+		{System: "nats", Workload: WLatency, Payload: 1024, P50us: f64(30)},
+		{System: "nats", Workload: WConc(1), Payload: 1024, ReqPerS: f64(80)},
+		{System: "quic-long", Workload: WLatency, Payload: 1024, P50us: f64(12)},
+		{System: "quic-stream", Workload: WLatency, Payload: 1024, P50us: f64(60)},
+	}
+	var b strings.Builder
+	targets(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, index(rows), systemsIn(rows))
+	out := b.String()
+	for _, want := range []string{
+		"| p50, ≤ NATS / 1.5 | nats 30.0 | ≤ 20.0 | 5.00 ✓ |",
+		"| req/s, 1 conn, ≥ 1.5× NATS | nats 80.0 | ≥ 120 | 100 ✗ |",
+		"| p50, ≤ quic-go / 3 | quic-long 12.0 | ≤ 4.00 | 5.00 ✗ |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gRPC") {
+		t.Errorf("a target without a peer row is listed:\n%s", out)
 	}
 }

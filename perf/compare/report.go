@@ -169,6 +169,8 @@ func markdown(meta Meta, res *Results, cfg Config, plots []string) string {
 		}
 	}
 
+	targets(p, ix, systems)
+
 	var skipped []Row
 	for _, r := range rows {
 		if r.Workload == WSkipped {
@@ -196,4 +198,91 @@ func note(r Row) string {
 		s = strings.TrimSpace(fmt.Sprintf("%d errors %s", r.Errors, s))
 	}
 	return strings.ReplaceAll(s, "|", "/")
+}
+
+// A target is one of issue 9's goals for MXP at 1 KiB: a ratio to a peer.
+type target struct {
+	what     string
+	workload string   // row workload
+	payload  int      // row payload
+	peers    []string // the best of these is the reference
+	factor   float64  // MXP must be factor× better than the best peer
+	lower    bool     // lower values are better (latency, setup)
+}
+
+var issueTargets = []target{
+	{"req/s, 1 conn, ≥ 3× quic-go", WConc(1), 1024, []string{"quic-stream", "quic-long", "quic-dgram"}, 3, false},
+	{"req/s, 1 conn, ≥ 2× gRPC bidi", WConc(1), 1024, []string{"grpc-tls-bidi"}, 2, false},
+	{"req/s, 1 conn, ≥ 1.5× NATS", WConc(1), 1024, []string{"nats"}, 1.5, false},
+	{"p50, ≤ quic-go / 3", WLatency, 1024, []string{"quic-stream", "quic-long", "quic-dgram"}, 3, true},
+	{"p50, ≤ gRPC bidi / 2", WLatency, 1024, []string{"grpc-tls-bidi"}, 2, true},
+	{"p50, ≤ NATS / 1.5", WLatency, 1024, []string{"nats"}, 1.5, true},
+	{"setup, ≤ 0.2× gRPC-TLS", WSetup, 64, []string{"grpc-tls"}, 5, true},
+}
+
+func metric(r Row, workload string) *float64 {
+	switch workload {
+	case WLatency:
+		return r.P50us
+	case WSetup:
+		return r.SetupUs
+	}
+	return r.ReqPerS
+}
+
+// targets writes the issue-9 check: each MXP system against each goal.
+func targets(p func(string, ...any), ix map[rowKey]Row, systems []string) {
+	var mxp []string
+	for _, s := range systems {
+		if strings.HasPrefix(s, "mxp-") {
+			if _, skipped := ix[rowKey{s, WSkipped, 0}]; !skipped {
+				mxp = append(mxp, s)
+			}
+		}
+	}
+	if len(mxp) == 0 {
+		return
+	}
+	p("\n## MXP against the issue-9 targets (1 KiB; setup 64 B)\n\n")
+	p("| target | best peer | needed |")
+	for _, s := range mxp {
+		p(" %s |", s)
+	}
+	p("\n|---|---|--:|")
+	for range mxp {
+		p("--:|")
+	}
+	p("\n")
+	for _, t := range issueTargets {
+		var best *float64
+		bestName := ""
+		for _, peer := range t.peers {
+			v := metric(ix[rowKey{peer, t.workload, t.payload}], t.workload)
+			if v != nil && (best == nil || (t.lower && *v < *best) || (!t.lower && *v > *best)) {
+				best, bestName = v, peer
+			}
+		}
+		if best == nil {
+			continue
+		}
+		need := *best * t.factor
+		sign := "≥"
+		if t.lower {
+			need = *best / t.factor
+			sign = "≤"
+		}
+		p("| %s | %s %s | %s %s |", t.what, bestName, num(best), sign, num(f64(need)))
+		for _, s := range mxp {
+			v := metric(ix[rowKey{s, t.workload, t.payload}], t.workload)
+			switch {
+			case v == nil:
+				p(" – |")
+			case (t.lower && *v <= need) || (!t.lower && *v >= need):
+				p(" %s ✓ |", num(v))
+			default:
+				p(" %s ✗ |", num(v))
+			}
+		}
+		p("\n")
+	}
 }
