@@ -6,6 +6,13 @@
 // at a SO_REUSEPORT group to the socket of the shard its connection ID names:
 // payload byte 7 (wire.ConnIDShardOffset) modulo the number of shards. Use
 // LoadReuseport, put each shard's socket in its slot with SetShard, and
-// attach the program to the group with AttachTo. Library code here never
-// logs; errors are typed (see Error and the Err* values).
+// attach the program to the group with AttachTo.
+//
+// The XDP program (xdp_steer.c) steers MXP datagrams into the AF_XDP socket
+// of the shard their connection ID names (handshakes: of the queue they
+// arrived on) and passes everything else to the kernel: LoadXDP, SetSocket
+// for each shard's socket, Attach to the interface (see docs/xdp.md).
+//
+// Library code here never logs; errors are typed (see Error and the Err*
+// values).
 package bpf
