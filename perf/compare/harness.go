@@ -294,6 +294,7 @@ func (r *Runner) latency(ctx context.Context, sys System, size int) (Row, []floa
 		d := time.Since(t)
 		if err != nil {
 			row.Errors++
+			row.Note = "last error: " + err.Error()
 			if row.Errors > 100 {
 				row.Note = "too many errors: " + err.Error()
 				break
@@ -315,7 +316,8 @@ func (r *Runner) latency(ctx context.Context, sys System, size int) (Row, []floa
 	row.P99us = f64(quantile(samples, 0.99))
 	row.P999us = f64(quantile(samples, 0.999))
 	if len(samples) < 1000 {
-		row.Note = fmt.Sprintf("p99.9 from only %d samples", len(samples))
+		row.Note = strings.TrimSpace(fmt.Sprintf("p99.9 from only %d samples; %s", len(samples), row.Note))
+		row.Note = strings.TrimSuffix(row.Note, ";")
 	}
 	return row, samples
 }
