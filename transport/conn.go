@@ -104,6 +104,7 @@ type Conn struct {
 	sendResetToken bool // responder: the token is due
 
 	activeFlag      bool      // in the endpoint's active list
+	heapAt          time.Time // the earliest entry this connection has in the endpoint's timer heap
 	paceAt          time.Time // pacing holds data until then
 	lastFillElicits bool      // the packet being built carries an ack-eliciting frame without a sentFrame
 

@@ -160,6 +160,8 @@ type Endpoint struct {
 	ackScratch []wire.AckRange
 	msgScratch wire.Message
 	replies    []Packet // stateless cookie replies
+	timers     timerHeap
+	fired      []*Conn
 	handshakes int
 	stats      EndpointStats
 }
@@ -257,6 +259,7 @@ func (e *Endpoint) Receive(pkt []byte, from netip.AddrPort, now time.Time) {
 			return
 		}
 		c.receive(pkt, from, now)
+		e.schedule(c)
 		return
 	}
 	typ, err := crypto.HandshakeType(pkt)
@@ -372,6 +375,7 @@ func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
 		if sent > 0 && c.hasWork(now) {
 			e.wantSend(c) // to the back of the line
 		}
+		e.schedule(c)
 	}
 	if len(e.active) == 0 {
 		e.active = e.active[:0:0] // let the backing array go when idle
@@ -382,32 +386,6 @@ func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
 // burstPackets is how many packets one connection sends before the next
 // connection with work gets its turn.
 const burstPackets = 16
-
-// runTimers fires every connection timer due by now.
-func (e *Endpoint) runTimers(now time.Time) {
-	for _, c := range e.conns {
-		if d := c.Deadline(); !d.IsZero() && !now.Before(d) {
-			c.onTimer(now)
-		}
-		if !c.paceAt.IsZero() && !now.Before(c.paceAt) {
-			c.paceAt = time.Time{}
-			e.wantSend(c)
-		}
-	}
-}
-
-// Deadline returns when Transmit should next be called without input.
-func (e *Endpoint) Deadline() time.Time {
-	var d time.Time
-	for _, c := range e.conns {
-		for _, t := range [2]time.Time{c.Deadline(), c.paceAt} {
-			if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-				d = t
-			}
-		}
-	}
-	return d
-}
 
 // HasWork reports whether Transmit would produce a packet now.
 func (e *Endpoint) HasWork() bool { return len(e.replies) > 0 || len(e.active) > 0 }
