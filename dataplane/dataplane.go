@@ -49,7 +49,9 @@ type Handler interface {
 // shard's goroutine calls it, except Wake.
 type ShardConn interface {
 	// Recv fills pkts with received datagrams without blocking and returns how
-	// many; 0 means none ready. The buffers stay the backend's until Release.
+	// many; 0 means none ready. The buffers stay the backend's, valid until
+	// Release; the caller releases each batch before its next Recv (a backend
+	// may reuse the memory of the previous batch then).
 	Recv(pkts []Packet) (int, error)
 	// Release returns the buffers of pkts (as filled by Recv) to the backend.
 	Release(pkts []Packet)
