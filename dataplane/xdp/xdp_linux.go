@@ -19,6 +19,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"github.com/mxp-dataplane/mxp/internal/caps"
 	"net"
 	"net/netip"
 	"os"
@@ -256,20 +257,8 @@ func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
 	return &Backend{}, nil
 }
 
-func effectiveCaps() (uint64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			var caps uint64
-			_, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &caps)
-			return caps, err
-		}
-	}
-	return 0, errors.New("no CapEff line in /proc/self/status")
-}
+// effectiveCaps is the effective capability set (bit n = capability n).
+func effectiveCaps() (uint64, error) { return caps.Effective() }
 
 // findInterface returns the link that holds addr, or for an unspecified
 // address the only up, non-loopback link with an address of its family.
