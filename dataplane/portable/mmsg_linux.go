@@ -85,8 +85,13 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	for k < len(pkts) && r.msg < r.got {
 		m := &r.hdrs[r.msg]
 		n := int(m.Len)
-		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || n >= r.size && !c.gro || n > r.size || !r.from.IsValid() {
-			dropped++ // longer than MaxDatagram, or an address we cannot read
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 || n >= r.size && !c.gro || n > r.size || !r.from.IsValid() ||
+			r.seg <= 0 && n > c.maxDgram {
+			// Longer than MaxDatagram, an address we cannot read, or a
+			// coalesced buffer the kernel gave no segment size for (seen
+			// with a generic-XDP peer on veth): its datagram boundaries are
+			// lost, so it is dropped and counted rather than handed on whole.
+			dropped++
 			r.nextMessage(c)
 			continue
 		}

@@ -410,30 +410,101 @@ func TestSteeringMultiQueue(t *testing.T) {
 // Generic (SKB) mode: the XDP program runs on the kernel's skb path, where
 // the peer's UDP GSO super-packets arrive whole (native mode on veth turns
 // the peer's GSO off; generic mode does not). They are larger than an
-// AF_XDP frame, so the program passes them and the kernel segments them on
-// the way to the fallback socket: every datagram still arrives. Without
-// this, AF_XDP in generic mode received nothing from a GSO sender.
+// AF_XDP frame, so the program passes them to the kernel and they reach the
+// fallback socket: every byte arrives. Datagram boundaries do not always
+// survive: on Linux 6.18 generic XDP sometimes hands a passed super-packet
+// to UDP without its segmentation, as one large datagram (docs/xdp.md), so
+// this test checks the bytes and that each merged datagram is a run of
+// whole, intact, consecutive ones.
 func TestGenericModeGSOSender(t *testing.T) {
 	requireXDP(t)
 	a, b := topology(t, "mxpxdpg", 1, false)
-	srv := &inNetns{Backend: Backend{Mode: bpf.XDPModeGeneric}, host: b}
-	cli := &nsBackend{Backend: &portable.Backend{}, host: a}
-	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 1200, 5000, func(int, int) (byte, bool) { return 0, false })
-	prog := r.serverExtra[0].Program
-	t.Logf("generic mode, GSO sender: program %+v; client %+v; server socket rx %d", prog, r.client, r.serverExtra[0].SocketRx)
-	if r.serverFeatures.Mode != bpf.XDPModeGeneric {
-		t.Fatalf("mode %v, want generic", r.serverFeatures.Mode)
+	srvB := &inNetns{Backend: Backend{Mode: bpf.XDPModeGeneric}, host: b}
+	const size, total = 1200, 5000
+	var bytesIn, datagrams, merged, bad atomic.Int64
+	var next atomic.Uint64
+	h := &funcHandler{recv: func(pkts []dataplane.Packet) {
+		for _, p := range pkts {
+			n := len(p.Buf)
+			if n == 0 || n%size != 0 {
+				bad.Add(1)
+				continue
+			}
+			for off := 0; off < n; off += size {
+				seq := binary.LittleEndian.Uint64(p.Buf[off:])
+				if seq != next.Load() || !bytes.Equal(p.Buf[off+8:off+size], bytes.Repeat([]byte{byte(seq)}, size-8)) {
+					bad.Add(1)
+				}
+				next.Add(1)
+			}
+			if n > size {
+				merged.Add(1)
+			}
+			datagrams.Add(1)
+			bytesIn.Add(int64(n))
+		}
+	}}
+	srv, err := dataplane.Start(srvB, dataplane.Config{Addr: netip.AddrPortFrom(b.IPv4, 9300)}, func(int) dataplane.Handler { return h })
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r.client.TxGSOSends == 0 {
+	defer srv.Stop()
+	if f, ok := FeaturesOf(srv.Conn(0)); !ok || f.Mode != bpf.XDPModeGeneric {
+		t.Fatalf("features %+v, want generic mode", f)
+	}
+	sent := 0
+	src := &funcHandler{send: func(out []dataplane.Packet) int {
+		n := 0
+		for n < len(out) && sent < total {
+			buf := out[n].Buf[:size]
+			binary.LittleEndian.PutUint64(buf, uint64(sent))
+			copy(buf[8:], bytes.Repeat([]byte{byte(sent)}, size-8))
+			out[n] = dataplane.Packet{Buf: buf, Addr: netip.AddrPortFrom(b.IPv4, 9300)}
+			n++
+			sent++
+		}
+		return n
+	}}
+	cliB := &nsBackend{Backend: &portable.Backend{}, host: a}
+	cli, err := dataplane.Start(cliB, dataplane.Config{Addr: netip.AddrPortFrom(a.IPv4, 0), MaxDatagram: size}, func(int) dataplane.Handler { return src })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); bytesIn.Load() < size*total && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cli.Stop()
+	st := cli.Stats()
+	t.Logf("generic mode, GSO sender: %d datagrams in %d GSO sends; server got %d bytes in %d datagrams, %d of them merged runs",
+		st.TxPackets, st.TxGSOSends, bytesIn.Load(), datagrams.Load(), merged.Load())
+	if st.TxGSOSends == 0 {
 		t.Skip("skipping: the portable client sent no GSO batch, nothing to show")
 	}
-	if prog.PassTooBig == 0 {
-		t.Errorf("no super-packet passed as too big: %+v", prog)
-	}
-	if r.serverExtra[0].SocketRx == 0 {
-		t.Errorf("nothing arrived through the fallback socket")
+	if bytesIn.Load() != size*total || bad.Load() != 0 {
+		t.Fatalf("%d of %d bytes arrived, %d datagrams corrupt or out of order", bytesIn.Load(), size*total, bad.Load())
 	}
 }
+
+// funcHandler is a dataplane.Handler made of functions.
+type funcHandler struct {
+	recv func([]dataplane.Packet)
+	send func([]dataplane.Packet) int
+}
+
+func (f *funcHandler) Receive(p []dataplane.Packet, _ time.Time) {
+	if f.recv != nil {
+		f.recv(p)
+	}
+}
+
+func (f *funcHandler) Transmit(out []dataplane.Packet, _ time.Time) int {
+	if f.send != nil {
+		return f.send(out)
+	}
+	return 0
+}
+
+func (*funcHandler) Deadline() time.Time { return time.Time{} }
 
 // Generic mode with a sender that does not use GSO (an AF_XDP client):
 // datagrams go straight into the AF_XDP socket.
