@@ -88,7 +88,7 @@ type Agent struct {
 	h      *host
 	sh     *shard
 
-	conn       *transport.Conn                // shard goroutine only
+	conn       *transport.Conn               // shard goroutine only
 	direct     map[wire.UUID]*transport.Conn // shard goroutine only: direct connections to agents
 	registered atomic.Bool
 	closed     atomic.Bool
