@@ -14,6 +14,7 @@ import (
 var palette = []string{
 	"#000000", "#d62728", "#ff7f0e", "#bcbd22", "#1f77b4", "#17becf",
 	"#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#393b79",
+	"#637939", "#b5cf6b", "#e7ba52", "#843c39",
 }
 
 func colorOf(i int) string { return palette[i%len(palette)] }
@@ -55,8 +56,8 @@ func (s *svg) done() string { return s.String() + "</svg>\n" }
 // cdfSVG plots the latency CDF of each system at one payload, x on a log
 // scale up to the largest p99.9.
 func cdfSVG(title string, systems []string, samples map[string][]float64) string {
-	const W, H = 900, 520
-	const left, right, top, bottom = 70.0, 190.0, 40.0, 60.0
+	const W, H = 960, 520
+	const left, right, top, bottom = 70.0, 250.0, 40.0, 60.0
 	pw, ph := W-left-right, H-top-bottom
 	lo, hi := math.Inf(1), 0.0
 	for _, s := range systems {
@@ -120,7 +121,7 @@ func cdfSVG(title string, systems []string, samples map[string][]float64) string
 		}
 		fmt.Fprintf(g, `<polyline fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`+"\n", colorOf(i), strings.Join(pts, " "))
 		g.line(left+pw+15, ly, left+pw+40, ly, colorOf(i), 3)
-		g.text(left+pw+46, ly+4, "start", fmt.Sprintf("%s (p50 %s)", s, num(f64(quantile(v, 0.5)))))
+		g.text(left+pw+46, ly+4, "start", fmt.Sprintf("%s (p50 %s µs)", s, num(f64(quantile(v, 0.5)))))
 		ly += 20
 	}
 	return g.done()
