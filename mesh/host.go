@@ -42,6 +42,7 @@ type events interface {
 // host is the dataplane engine with one transport endpoint per shard.
 type host struct {
 	engine    *dataplane.Engine
+	running   atomic.Pointer[dataplane.Engine] // engine, for shard threads that start before Start returns
 	shards    []*shard
 	selection dataplane.Selection
 }
@@ -71,8 +72,8 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &host{selection: sel}
-	shards := make([]*shard, dcfg.Shards)
+	h := &host{selection: sel, shards: make([]*shard, dcfg.Shards)}
+	shards := h.shards
 	var setupErr error
 	newHandler := func(i int) dataplane.Handler {
 		sh := &shard{idx: i, h: h, owner: owner}
@@ -96,7 +97,8 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 		e.Stop()
 		return nil, setupErr
 	}
-	h.engine, h.shards = e, shards
+	h.engine = e
+	h.running.Store(e)
 	return h, nil
 }
 
@@ -111,7 +113,11 @@ func (sh *shard) do(fn func(now time.Time)) {
 	sh.cmds = append(sh.cmds, fn)
 	sh.mu.Unlock()
 	if sh.woken.CompareAndSwap(false, true) {
-		sh.h.engine.Wake(sh.idx) // one system call per batch of commands, not per command
+		if e := sh.h.running.Load(); e != nil {
+			e.Wake(sh.idx) // one system call per batch of commands, not per command
+		} else {
+			sh.woken.Store(false) // not started yet: the shard's first turn runs the command
+		}
 	}
 }
 
