@@ -976,13 +976,19 @@ func (c *Conn) transmit(buf []byte, now time.Time) []byte {
 		return nil
 	}
 	frames := c.takeFrames()
-	if c.ackPending > 0 || ackDue {
+	// An ACK rides on every packet that goes out anyway; alone, it waits
+	// until it is due (two ack-eliciting packets, a gap, or the ack delay),
+	// so a request answered on the same connection carries its ACK.
+	pending, now2 := c.ackPending, c.ackNow
+	if c.ackPending > 0 {
 		p = c.appendAck(p, now)
 	}
+	ackOnly := len(p)
 	if canSend {
 		p, frames = c.fill(p, maxPayload, frames)
 	}
-	if len(p) == 0 {
+	if len(p) == ackOnly && !ackDue {
+		c.ackPending, c.ackNow = pending, now2 // not sent: still owed
 		c.putFrames(frames)
 		return nil
 	}
