@@ -136,7 +136,10 @@ func (e *Engine) runShard(i int) {
 			e.fail(i, err)
 			return
 		}
-		if n > 0 || more {
+		// A full batch may have left more behind: read again at once. A
+		// partial one drained the backend, so go to Wait, which returns at
+		// once if more has come (one system call saved per wake-up).
+		if n == len(rx) || more {
 			continue
 		}
 		if dl := h.Deadline(); dl.IsZero() || dl.After(now) {

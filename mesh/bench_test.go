@@ -41,3 +41,27 @@ func BenchmarkCalls64(b *testing.B) {
 	wg.Wait()
 	b.ReportMetric(float64(per*64)/b.Elapsed().Seconds(), "calls/s")
 }
+
+// BenchmarkCallSequential: 1 KiB calls one after another, agent -> node -> agent.
+func BenchmarkCallSequential(b *testing.B) {
+	tm := newTestMesh(&testing.T{})
+	defer tm.node.Close()
+	srv := tm.agent("srv", "echo")
+	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	cli := tm.agent("cli")
+	ctx := context.Background()
+	for _, a := range []*Agent{srv, cli} {
+		if err := a.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+	}
+	payload := make([]byte, 1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
