@@ -109,8 +109,12 @@ func (e *Engine) fail(shard int, err error) {
 
 func (e *Engine) runShard(i int) {
 	defer e.wg.Done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	// A shard stays on one OS thread when pinned, or when its backend
+	// needs it (rings owned by their submitting thread, ppoll waits).
+	if ta, ok := e.conns[i].(interface{ ThreadAffine() bool }); e.cfg.Pin || !ok || ta.ThreadAffine() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	if e.cfg.Pin {
 		if err := pinThread(i); err != nil {
 			e.fail(i, err)

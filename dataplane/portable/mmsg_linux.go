@@ -60,25 +60,8 @@ func (r *rxState) init(batch, size int) {
 func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	r := &c.rx
 	if r.msg >= r.got {
-		n := min(len(pkts), len(r.hdrs))
-		for i := range n {
-			h := &r.hdrs[i].Hdr
-			h.Namelen = unix.SizeofSockaddrInet6
-			h.SetControllen(groCmsgSpace)
-			h.Flags = 0
-		}
-		got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
-		case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
-			return 0, nil
-		default:
-			return 0, os.NewSyscallError("recvmmsg", errno)
-		}
-		r.got, r.msg, r.off = int(got), 0, 0
-		c.stats.rxCalls.Add(1)
-		if r.got > 0 {
-			r.startMessage(c)
+		if _, err := c.receive(min(len(pkts), len(r.hdrs))); err != nil {
+			return 0, err
 		}
 	}
 	k, bytes, splits, dropped := 0, 0, 0, 0
@@ -118,6 +101,32 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 		c.stats.rxDropped.Add(uint64(dropped))
 	}
 	return k, nil
+}
+
+// receive runs one non-blocking recvmmsg of up to n messages into the
+// receive batch, and reports whether it got any.
+func (c *shardConn) receive(n int) (bool, error) {
+	r := &c.rx
+	for i := range n {
+		h := &r.hdrs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.SetControllen(groCmsgSpace)
+		h.Flags = 0
+	}
+	got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	switch errno {
+	case 0:
+	case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
+		return false, nil
+	default:
+		return false, os.NewSyscallError("recvmmsg", errno)
+	}
+	r.got, r.msg, r.off = int(got), 0, 0
+	c.stats.rxCalls.Add(1)
+	if r.got > 0 {
+		r.startMessage(c)
+	}
+	return r.got > 0, nil
 }
 
 func (r *rxState) nextMessage(c *shardConn) {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +41,11 @@ const (
 // Backend is the portable backend. The zero value is ready to use.
 type Backend struct {
 	Steering Steering
+	// ThreadPerShard waits in ppoll on a thread locked to each shard
+	// instead of in Go's network poller. The poller (the default) parks the
+	// shard's goroutine without holding an OS thread, which costs fewer
+	// context switches on hosts with few cores.
+	ThreadPerShard bool
 
 	note string // what Open settled for, for the selection log line
 }
@@ -78,7 +84,7 @@ func (b *Backend) Open(cfg dataplane.Config) ([]dataplane.ShardConn, error) {
 		}
 	}
 	for i := range cfg.Shards {
-		c, err := openShard(cfg, addr)
+		c, err := openShard(cfg, addr, !b.ThreadPerShard)
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("portable: shard %d: %w", i, err)
@@ -116,7 +122,13 @@ type shardConn struct {
 	maxDgram   int
 	closed     atomic.Bool
 	stats      counters
-	steering   io.Closer // the steering program, held by shard 0
+	// Network-poller mode: the socket is an os.File; Wait parks in the
+	// poller and Wake interrupts it with a read deadline in the past.
+	file     *os.File
+	raw      syscall.RawConn
+	woken    atomic.Bool
+	rxErr    error
+	steering io.Closer // the steering program, held by shard 0
 
 	rx rxState
 	tx txState
@@ -151,14 +163,21 @@ func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
 
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
-func openShard(cfg dataplane.Config, addr netip.AddrPort) (c *shardConn, err error) {
+func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shardConn, err error) {
 	sock, err := udpsock.Open(addr, udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO})
 	if err != nil {
 		return nil, err
 	}
 	c = &shardConn{fd: sock.FD, wakeFD: -1, v6: sock.V6, maxDgram: cfg.MaxDatagram, local: sock.Local, gso: sock.GSO, gro: sock.GRO}
 	c.features = Features{GSO: sock.GSO, GRO: sock.GRO, RecvBuffer: sock.RecvBuffer, SendBuffer: sock.SendBuffer}
-	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+	if netpoll {
+		// The os.File owns the descriptor from now on (Close closes it).
+		c.file = os.NewFile(uintptr(sock.FD), "mxp-udp")
+		if c.raw, err = c.file.SyscallConn(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	} else if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		c.Close()
 		return nil, os.NewSyscallError("eventfd", err)
 	}
@@ -178,8 +197,15 @@ func (c *shardConn) rxBufferSize() int {
 
 func (c *shardConn) Release([]dataplane.Packet) {} // receive buffers are reused on the next Recv
 
-// Wait blocks in ppoll until the socket is readable, Wake is called, or the deadline passes.
+// ThreadAffine reports whether the shard must stay on one OS thread: only
+// when it waits in ppoll.
+func (c *shardConn) ThreadAffine() bool { return c.file == nil }
+
+// Wait blocks until the socket is readable, Wake is called, or the deadline passes.
 func (c *shardConn) Wait(deadline time.Time) error {
+	if c.file != nil {
+		return c.waitNetpoll(deadline)
+	}
 	var ts *unix.Timespec
 	if !deadline.IsZero() {
 		d := time.Until(deadline)
@@ -208,9 +234,48 @@ func (c *shardConn) Wait(deadline time.Time) error {
 	return nil
 }
 
+// waitNetpoll parks in Go's network poller. The poller is edge-triggered,
+// so the wait itself reads (into the receive batch, handed out by the next
+// Recv): it parks only after a read found nothing.
+func (c *shardConn) waitNetpoll(deadline time.Time) error {
+	if c.rx.msg < c.rx.got {
+		return nil
+	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return nil
+	}
+	c.file.SetReadDeadline(deadline)
+	if c.woken.Swap(false) {
+		return nil // a Wake came before we parked
+	}
+	c.stats.wakeups.Add(1)
+	err := c.raw.Read(func(uintptr) bool {
+		got, err := c.receive(len(c.rx.hdrs))
+		if err != nil {
+			c.rxErr = err
+			return true
+		}
+		return got || c.woken.Load()
+	})
+	c.woken.Store(false)
+	if c.rxErr != nil {
+		err, c.rxErr = c.rxErr, nil
+		return err
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
 // Wake makes the shard's Wait return.
 func (c *shardConn) Wake() {
 	if c.closed.Load() {
+		return
+	}
+	if c.file != nil {
+		c.woken.Store(true)
+		c.file.SetReadDeadline(time.Now()) // interrupts a parked Read
 		return
 	}
 	one := [8]byte{1}
@@ -222,7 +287,9 @@ func (c *shardConn) Close() error {
 		return nil
 	}
 	var errs []error
-	if c.fd >= 0 {
+	if c.file != nil {
+		errs = append(errs, c.file.Close())
+	} else if c.fd >= 0 {
 		errs = append(errs, unix.Close(c.fd))
 	}
 	if c.steering != nil {
