@@ -34,7 +34,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 scripts/deps.sh
 if [ -z "$duration" ]; then
-  if [ $quick = 1 ]; then duration=2; else duration=5; fi
+  if [ $quick = 1 ]; then duration=1.5; else duration=5; fi
 fi
 if [ $quick = 1 ]; then shard_counts="1"; else shard_counts="1 2"; fi
 
@@ -72,7 +72,7 @@ run() {
   port=$((port + 1))
   rm -f "$work/ready"
   ip netns exec "$nsb" "$work/pktrate" recv "${sel[@]}" --shards "$shards" \
-    --addr "198.18.0.2:$port" --idle 700ms --max-duration "$((duration + 20))s" \
+    --addr "198.18.0.2:$port" --idle 700ms --max-duration 30s \
     --ready "$work/ready" --label "$label" --out "$runs" &
   local rpid=$!
   for _ in $(seq 100); do [ -e "$work/ready" ] && break; sleep 0.05; done
