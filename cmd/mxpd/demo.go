@@ -35,7 +35,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	seconds := fs.Duration("load", 2*time.Second, "how long the concurrent-call load runs")
 	serve := fs.Bool("serve", false, "keep the mesh up after the demo (Ctrl-C to stop)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mxpd demo [flags]\n\nStarts a node and a coordinator, a researcher and a writer agent in this process,\nruns calls, events and a token stream through the node over UDP, and prints\nlatency and throughput. About 10 seconds.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: mxpd demo [flags]\n\nStarts a node and four agents (a coordinator, a researcher, a writer, and a\ncoordinator that calls directly) in this process, runs calls, events and a\ntoken stream over UDP, and prints latency and throughput. About 5 seconds.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +80,7 @@ func demo(cfg demoConfig, out io.Writer, log *slog.Logger) error {
 		return err
 	}
 	defer node.Close()
-	fmt.Fprintf(out, "mxpd demo: a node and three agents, over UDP\n")
+	fmt.Fprintf(out, "mxpd demo: a node and four agents, over UDP\n")
 	step("node      %s", node.URL())
 	step("dataplane %s", node.Backend())
 

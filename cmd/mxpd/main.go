@@ -20,7 +20,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"demo", "run a node and three agents in this process and measure them (about 10 s)", runDemo},
+		{"demo", "run a node and four agents in this process and measure them (about 5 s)", runDemo},
 		{"init", "create the node's identity key and mxpd.toml", runInit},
 		{"start", "run the node (mxpd.toml, flags override)", runStart},
 		{"status", "show the local node's state", runStatus},
