@@ -304,8 +304,6 @@ func (c *Conn) streamReady(s *Stream) {
 	c.ep.wantSend(c)
 }
 
-func (c *Conn) blocked(*Stream) {}
-
 func (c *Conn) writable(s *Stream) {
 	if len(s.buf) < c.cfg.StreamSendBuffer/2 {
 		c.ep.emit(Event{Kind: EventStreamWritable, Conn: c, Stream: s})

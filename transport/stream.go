@@ -80,7 +80,6 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.conn.streamReady(s)
 	}
 	if n < len(p) {
-		s.conn.blocked(s)
 		return n, ErrWouldBlock
 	}
 	return n, nil
