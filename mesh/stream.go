@@ -29,7 +29,8 @@ type Stream struct {
 
 	mu           sync.Mutex
 	cond         *sync.Cond
-	in           [][]byte
+	in           [][]byte // received chunks; in[inHead:] not yet read
+	inHead       int
 	inErr        error
 	sendSeq      uint64
 	peerConsumed uint64
@@ -37,11 +38,28 @@ type Stream struct {
 	creditSent   uint64
 	sendClosed   bool
 	started      bool
+
+	// The outbox batches what Send and Close post: one shard command
+	// carries every message queued since the last one ran.
+	outMu       sync.Mutex
+	outbox      []outItem
+	outArena    []byte // the encoded payloads of outbox
+	spareBox    []outItem
+	spareArena  []byte
+	flushQueued bool
+	flushFn     func(time.Time)
+}
+
+type outItem struct {
+	typ    wire.MsgType
+	flags  wire.MsgFlags
+	off, n int
 }
 
 func newStream(a *Agent, id wire.UUID, trace uint64) *Stream {
 	s := &Stream{a: a, id: id, trace: trace}
 	s.cond = sync.NewCond(&s.mu)
+	s.flushFn = s.flush
 	return s
 }
 
@@ -97,30 +115,59 @@ func (s *Stream) Send(data []byte) error {
 }
 
 func (s *Stream) post(p wire.Payload, flags wire.MsgFlags) {
+	s.outMu.Lock()
+	off := len(s.outArena)
+	var err error
+	if s.outArena, err = p.AppendPayload(s.outArena); err != nil {
+		s.outMu.Unlock()
+		panic("mesh: encoding our own " + p.MessageType().String() + ": " + err.Error())
+	}
+	s.outbox = append(s.outbox, outItem{p.MessageType(), flags, off, len(s.outArena) - off})
+	queued := s.flushQueued
+	s.flushQueued = true
+	s.outMu.Unlock()
+	if !queued {
+		s.a.sh.do(s.flushFn)
+	}
+}
+
+// flush sends what the outbox holds, in order (on the shard goroutine).
+func (s *Stream) flush(time.Time) {
 	a := s.a
-	m := wire.Message{Type: p.MessageType(), Flags: flags, MessageID: a.nextID.Add(1), TraceID: s.trace, Payload: encodePayload(p)}
-	a.sh.do(func(time.Time) {
-		if a.conn != nil {
-			a.sh.send(a.conn, &m)
+	s.outMu.Lock()
+	box, arena := s.outbox, s.outArena
+	s.outbox, s.outArena = s.spareBox[:0], s.spareArena[:0]
+	s.flushQueued = false
+	s.outMu.Unlock()
+	for _, it := range box {
+		if a.conn == nil {
+			break
 		}
-	})
+		m := wire.Message{Type: it.typ, Flags: it.flags, MessageID: a.nextID.Add(1), TraceID: s.trace, Payload: arena[it.off : it.off+it.n]}
+		a.sh.send(a.conn, &m) // copies the payload
+	}
+	s.outMu.Lock()
+	s.spareBox, s.spareArena = box[:0], arena[:0]
+	s.outMu.Unlock()
 }
 
 // Recv returns the next chunk; io.EOF once the peer closed its side, an
 // *Error if it closed with an error code.
 func (s *Stream) Recv() ([]byte, error) {
 	s.mu.Lock()
-	for len(s.in) == 0 && s.inErr == nil {
+	for s.inHead == len(s.in) && s.inErr == nil {
 		s.cond.Wait()
 	}
-	if len(s.in) == 0 {
+	if s.inHead == len(s.in) {
 		err := s.inErr
 		s.mu.Unlock()
 		return nil, err
 	}
-	d := s.in[0]
-	s.in[0] = nil
-	s.in = s.in[1:]
+	d := s.in[s.inHead]
+	s.in[s.inHead] = nil
+	if s.inHead++; s.inHead == len(s.in) {
+		s.in, s.inHead = s.in[:0], 0 // drained: reuse the array
+	}
 	s.consumed++
 	credit := s.consumed-s.creditSent >= streamWindow/4
 	if credit {
@@ -193,8 +240,10 @@ func (a *Agent) onStreamMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 		if first {
 			s.started = true
 		} else {
+			if s.inHead == len(s.in) {
+				s.cond.Broadcast() // a reader may be waiting: only then
+			}
 			s.in = append(s.in, append([]byte(nil), ch.Data...))
-			s.cond.Broadcast()
 		}
 		s.mu.Unlock()
 		if first {
