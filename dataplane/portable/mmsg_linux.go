@@ -60,6 +60,12 @@ func (r *rxState) init(batch, size int) {
 func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	r := &c.rx
 	if r.msg >= r.got {
+		if c.file != nil && !c.rxFull {
+			// Network-poller mode: the last read drained the socket, and
+			// Wait reads before it parks, so a read here would find
+			// nothing or what Wait is about to take anyway.
+			return 0, nil
+		}
 		if _, err := c.receive(min(len(pkts), len(r.hdrs))); err != nil {
 			return 0, err
 		}
@@ -117,10 +123,12 @@ func (c *shardConn) receive(n int) (bool, error) {
 	switch errno {
 	case 0:
 	case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
+		c.rxFull = false
 		return false, nil
 	default:
 		return false, os.NewSyscallError("recvmmsg", errno)
 	}
+	c.rxFull = int(got) == n // a full batch may have left more behind
 	r.got, r.msg, r.off = int(got), 0, 0
 	c.stats.rxCalls.Add(1)
 	if r.got > 0 {

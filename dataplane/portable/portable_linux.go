@@ -128,7 +128,9 @@ type shardConn struct {
 	raw      syscall.RawConn
 	woken    atomic.Bool
 	rxErr    error
-	steering io.Closer // the steering program, held by shard 0
+	rxFull   bool               // the last receive filled the batch: more may be waiting
+	pollFn   func(uintptr) bool // pollRead, made once: a closure per Wait would allocate
+	steering io.Closer          // the steering program, held by shard 0
 
 	rx rxState
 	tx txState
@@ -177,6 +179,7 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shar
 			c.Close()
 			return nil, err
 		}
+		c.pollFn = c.pollRead
 	} else if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		c.Close()
 		return nil, os.NewSyscallError("eventfd", err)
@@ -249,14 +252,7 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 		return nil // a Wake came before we parked
 	}
 	c.stats.wakeups.Add(1)
-	err := c.raw.Read(func(uintptr) bool {
-		got, err := c.receive(len(c.rx.hdrs))
-		if err != nil {
-			c.rxErr = err
-			return true
-		}
-		return got || c.woken.Load()
-	})
+	err := c.raw.Read(c.pollFn)
 	c.woken.Store(false)
 	if c.rxErr != nil {
 		err, c.rxErr = c.rxErr, nil
@@ -266,6 +262,17 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 		return err
 	}
 	return nil
+}
+
+// pollRead is the poller's read attempt: a receive, done when it got
+// something, failed, or a Wake came.
+func (c *shardConn) pollRead(uintptr) bool {
+	got, err := c.receive(len(c.rx.hdrs))
+	if err != nil {
+		c.rxErr = err
+		return true
+	}
+	return got || c.woken.Load()
 }
 
 // Wake makes the shard's Wait return.
