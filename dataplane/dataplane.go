@@ -15,6 +15,7 @@ package dataplane
 import (
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -179,3 +180,22 @@ func (e *UnavailableError) Error() string {
 }
 
 func (e *UnavailableError) Unwrap() error { return ErrUnavailable }
+
+// Counters are a shard's Stats kept with atomics, so that Stats can be read
+// from any goroutine while the shard updates them (once per batch, not per
+// datagram). Backends embed one and return Snapshot from ShardConn.Stats.
+type Counters struct {
+	RxPackets, RxBytes, RxCalls, RxGROSplits, RxDropped atomic.Uint64
+	TxPackets, TxBytes, TxCalls, TxGSOSends, TxDropped  atomic.Uint64
+	Wakeups                                             atomic.Uint64
+}
+
+// Snapshot reads the counters.
+func (c *Counters) Snapshot() Stats {
+	return Stats{
+		RxPackets: c.RxPackets.Load(), RxBytes: c.RxBytes.Load(), RxCalls: c.RxCalls.Load(),
+		RxGROSplits: c.RxGROSplits.Load(), RxDropped: c.RxDropped.Load(),
+		TxPackets: c.TxPackets.Load(), TxBytes: c.TxBytes.Load(), TxCalls: c.TxCalls.Load(),
+		TxGSOSends: c.TxGSOSends.Load(), TxDropped: c.TxDropped.Load(), Wakeups: c.Wakeups.Load(),
+	}
+}

@@ -98,13 +98,13 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 		}
 		r.nextMessage(c)
 	}
-	c.stats.rxPackets.Add(uint64(k))
-	c.stats.rxBytes.Add(uint64(bytes))
+	c.stats.RxPackets.Add(uint64(k))
+	c.stats.RxBytes.Add(uint64(bytes))
 	if splits > 0 {
-		c.stats.rxGROSplits.Add(uint64(splits))
+		c.stats.RxGROSplits.Add(uint64(splits))
 	}
 	if dropped > 0 {
-		c.stats.rxDropped.Add(uint64(dropped))
+		c.stats.RxDropped.Add(uint64(dropped))
 	}
 	return k, nil
 }
@@ -130,7 +130,7 @@ func (c *shardConn) receive(n int) (bool, error) {
 	}
 	c.rxFull = int(got) == n // a full batch may have left more behind
 	r.got, r.msg, r.off = int(got), 0, 0
-	c.stats.rxCalls.Add(1)
+	c.stats.RxCalls.Add(1)
 	if r.got > 0 {
 		r.startMessage(c)
 	}
@@ -257,7 +257,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	sent, bytes, gsoSends := 0, 0, 0
 	for done := 0; done < m; {
 		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&t.hdrs[done])), uintptr(m-done), 0, 0, 0)
-		c.stats.txCalls.Add(1)
+		c.stats.TxCalls.Add(1)
 		switch errno {
 		case 0:
 			for _, sp := range t.spans[done : done+int(r)] {
@@ -305,10 +305,10 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 }
 
 func (c *shardConn) account(sent, bytes, gsoSends, dropped int) {
-	c.stats.txPackets.Add(uint64(sent))
-	c.stats.txBytes.Add(uint64(bytes))
-	c.stats.txGSOSends.Add(uint64(gsoSends))
-	c.stats.txDropped.Add(uint64(dropped))
+	c.stats.TxPackets.Add(uint64(sent))
+	c.stats.TxBytes.Add(uint64(bytes))
+	c.stats.TxGSOSends.Add(uint64(gsoSends))
+	c.stats.TxDropped.Add(uint64(dropped))
 }
 
 // buildMessages fills the msghdrs for pkts and returns how many, and how many

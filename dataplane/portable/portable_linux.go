@@ -121,7 +121,7 @@ type shardConn struct {
 	features   Features
 	maxDgram   int
 	closed     atomic.Bool
-	stats      counters
+	stats      dataplane.Counters
 	// Network-poller mode: the socket is an os.File; Wait parks in the
 	// poller and Wake interrupts it with a read deadline in the past.
 	file     *os.File
@@ -136,23 +136,7 @@ type shardConn struct {
 	tx txState
 }
 
-// counters are Stats kept with atomics so Stats may read them from anywhere;
-// each is added once per batch, not per datagram.
-type counters struct {
-	rxPackets, rxBytes, rxCalls, rxGROSplits, rxDropped atomic.Uint64
-	txPackets, txBytes, txCalls, txGSOSends, txDropped  atomic.Uint64
-	wakeups                                             atomic.Uint64
-}
-
-func (c *shardConn) Stats() dataplane.Stats {
-	s := &c.stats
-	return dataplane.Stats{
-		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxCalls: s.rxCalls.Load(),
-		RxGROSplits: s.rxGROSplits.Load(), RxDropped: s.rxDropped.Load(),
-		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxCalls: s.txCalls.Load(),
-		TxGSOSends: s.txGSOSends.Load(), TxDropped: s.txDropped.Load(), Wakeups: s.wakeups.Load(),
-	}
-}
+func (c *shardConn) Stats() dataplane.Stats { return c.stats.Snapshot() }
 
 // FeaturesOf reports what the kernel offered a ShardConn opened by this backend.
 func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
@@ -219,7 +203,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 		ts = &t
 	}
 	fds := [2]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}, {Fd: int32(c.wakeFD), Events: unix.POLLIN}}
-	c.stats.wakeups.Add(1)
+	c.stats.Wakeups.Add(1)
 	for {
 		_, err := unix.Ppoll(fds[:], ts, nil)
 		if err == unix.EINTR {
@@ -251,7 +235,7 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 	if c.woken.Swap(false) {
 		return nil // a Wake came before we parked
 	}
-	c.stats.wakeups.Add(1)
+	c.stats.Wakeups.Add(1)
 	err := c.raw.Read(c.pollFn)
 	c.woken.Store(false)
 	if c.rxErr != nil {

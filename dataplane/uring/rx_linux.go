@@ -313,15 +313,15 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	}
 	r.br.Publish() // buffers recycled as dropped
 	if k > 0 {
-		c.stats.rxCalls.Add(1)
-		c.stats.rxPackets.Add(uint64(k))
-		c.stats.rxBytes.Add(uint64(bytes))
+		c.stats.RxCalls.Add(1)
+		c.stats.RxPackets.Add(uint64(k))
+		c.stats.RxBytes.Add(uint64(bytes))
 	}
 	if splits > 0 {
-		c.stats.rxGROSplits.Add(uint64(splits))
+		c.stats.RxGROSplits.Add(uint64(splits))
 	}
 	if dropped > 0 {
-		c.stats.rxDropped.Add(uint64(dropped))
+		c.stats.RxDropped.Add(uint64(dropped))
 	}
 	return k, nil
 }

@@ -57,7 +57,7 @@ type shardConn struct {
 	ring       *ring.Ring
 	features   Features
 	steering   io.Closer
-	stats      counters
+	stats      dataplane.Counters
 
 	closed      atomic.Bool
 	wakers      atomic.Int32 // Wake calls between their check of closed and their write
@@ -69,23 +69,7 @@ type shardConn struct {
 	tx txState
 }
 
-// counters are Stats kept with atomics so Stats may read them from anywhere;
-// each is added once per batch.
-type counters struct {
-	rxPackets, rxBytes, rxCalls, rxGROSplits, rxDropped atomic.Uint64
-	txPackets, txBytes, txCalls, txGSOSends, txDropped  atomic.Uint64
-	wakeups                                             atomic.Uint64
-}
-
-func (c *shardConn) Stats() dataplane.Stats {
-	s := &c.stats
-	return dataplane.Stats{
-		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxCalls: s.rxCalls.Load(),
-		RxGROSplits: s.rxGROSplits.Load(), RxDropped: s.rxDropped.Load(),
-		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxCalls: s.txCalls.Load(),
-		TxGSOSends: s.txGSOSends.Load(), TxDropped: s.txDropped.Load(), Wakeups: s.wakeups.Load(),
-	}
-}
+func (c *shardConn) Stats() dataplane.Stats { return c.stats.Snapshot() }
 
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
@@ -237,7 +221,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 			return c.submit()
 		}
 	}
-	c.stats.wakeups.Add(1)
+	c.stats.Wakeups.Add(1)
 	if err := c.ring.WaitCQEs(1, timeout); err != nil && err != unix.EBUSY && err != unix.EAGAIN {
 		return os.NewSyscallError("io_uring_enter", err)
 	}

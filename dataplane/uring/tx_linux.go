@@ -42,16 +42,16 @@ type txState struct {
 // txTally sums send completions over one reap.
 type txTally struct{ packets, bytes, gso, dropped uint64 }
 
-func (t *txTally) add(s *counters) {
+func (t *txTally) add(s *dataplane.Counters) {
 	if t.packets > 0 {
-		s.txPackets.Add(t.packets)
-		s.txBytes.Add(t.bytes)
+		s.TxPackets.Add(t.packets)
+		s.TxBytes.Add(t.bytes)
 	}
 	if t.gso > 0 {
-		s.txGSOSends.Add(t.gso)
+		s.TxGSOSends.Add(t.gso)
 	}
 	if t.dropped > 0 {
-		s.txDropped.Add(t.dropped)
+		s.TxDropped.Add(t.dropped)
 	}
 }
 
@@ -140,7 +140,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	t := &c.tx
 	if t.handed < 0 {
 		if len(pkts) > 0 {
-			c.stats.txDropped.Add(uint64(len(pkts))) // no TxBuffers before: not our buffers
+			c.stats.TxDropped.Add(uint64(len(pkts))) // no TxBuffers before: not our buffers
 		}
 		return 0, nil
 	}
@@ -188,14 +188,14 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		i = end
 	}
 	if dropped > 0 {
-		c.stats.txDropped.Add(uint64(dropped))
+		c.stats.TxDropped.Add(uint64(dropped))
 	}
 	ch.inflight = m
 	if m == 0 {
 		t.free = append(t.free, ci)
 		return 0, nil
 	}
-	c.stats.txCalls.Add(1)
+	c.stats.TxCalls.Add(1)
 	if err := c.submit(); err != nil {
 		return submitted, err
 	}

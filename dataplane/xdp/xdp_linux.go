@@ -532,37 +532,25 @@ type shardConn struct {
 
 	g      *group
 	closed atomic.Bool
-	stats  counters
+	stats  dataplane.Counters
 
 	socketRx, socketTx, neighMiss atomic.Uint64
 	kernelRxDrops                 atomic.Uint64 // the last XDP_STATISTICS read
 	statsFD                       int           // c.fd, set once before the shard runs
 }
 
-// counters are Stats kept with atomics so Stats may read them from anywhere;
-// each is added once per batch.
-type counters struct {
-	rxPackets, rxBytes, rxCalls, rxDropped atomic.Uint64
-	txPackets, txBytes, txCalls, txDropped atomic.Uint64
-	wakeups                                atomic.Uint64
-}
-
 // Stats returns the shard's counters; RxDropped includes what the kernel
 // dropped on the way into the AF_XDP socket (its RX ring full, or no fill
 // frame), from XDP_STATISTICS.
 func (c *shardConn) Stats() dataplane.Stats {
-	s := &c.stats
 	if !c.closed.Load() {
 		if k, err := xdpStatistics(c.statsFD); err == nil {
 			c.kernelRxDrops.Store(k.Rx_dropped + k.Rx_ring_full)
 		}
 	}
-	return dataplane.Stats{
-		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxCalls: s.rxCalls.Load(),
-		RxDropped: s.rxDropped.Load() + c.kernelRxDrops.Load(),
-		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxCalls: s.txCalls.Load(), TxDropped: s.txDropped.Load(),
-		Wakeups: s.wakeups.Load(),
-	}
+	st := c.stats.Snapshot()
+	st.RxDropped += c.kernelRxDrops.Load()
+	return st
 }
 
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
@@ -783,7 +771,7 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 			bytes += len(p)
 		}
 		c.rx.release(take)
-		c.stats.rxCalls.Add(1)
+		c.stats.RxCalls.Add(1)
 	}
 	// The fallback socket is read when Wait saw it readable, and every
 	// sockCheckTurns turns in case a busy ring keeps Wait from running: a
@@ -799,11 +787,11 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 		unix.Recvfrom(c.fd, nil, unix.MSG_DONTWAIT) // wake the driver to use the fill ring
 	}
 	if n > 0 {
-		c.stats.rxPackets.Add(uint64(n))
-		c.stats.rxBytes.Add(uint64(bytes))
+		c.stats.RxPackets.Add(uint64(n))
+		c.stats.RxBytes.Add(uint64(bytes))
 	}
 	if dropped > 0 {
-		c.stats.rxDropped.Add(uint64(dropped))
+		c.stats.RxDropped.Add(uint64(dropped))
 		c.refill()
 	}
 	return n, nil
@@ -831,11 +819,11 @@ func (c *shardConn) recvSocket(pkts []dataplane.Packet) (n, bytes int) {
 		bytes += m
 	}
 	if n > 0 {
-		c.stats.rxCalls.Add(1)
+		c.stats.RxCalls.Add(1)
 		c.socketRx.Add(uint64(n))
 	}
 	if dropped > 0 {
-		c.stats.rxDropped.Add(uint64(dropped))
+		c.stats.RxDropped.Add(uint64(dropped))
 	}
 	return n, bytes
 }
@@ -973,11 +961,11 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		}
 	}
 	if sent > 0 {
-		c.stats.txPackets.Add(uint64(sent))
-		c.stats.txBytes.Add(uint64(bytes))
+		c.stats.TxPackets.Add(uint64(sent))
+		c.stats.TxBytes.Add(uint64(bytes))
 	}
 	if dropped > 0 {
-		c.stats.txDropped.Add(uint64(dropped))
+		c.stats.TxDropped.Add(uint64(dropped))
 	}
 	return sent, nil
 }
@@ -992,7 +980,7 @@ func (c *shardConn) kick() {
 			return
 		}
 		err := unix.Sendto(c.fd, nil, unix.MSG_DONTWAIT, nil)
-		c.stats.txCalls.Add(1)
+		c.stats.TxCalls.Add(1)
 		if err != nil && err != unix.EAGAIN && err != unix.EBUSY && err != unix.ENOBUFS {
 			return // ENETDOWN, ENXIO...: the frames wait on the ring for the next kick
 		}
@@ -1042,7 +1030,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 		{Fd: int32(c.udp), Events: unix.POLLIN},
 		{Fd: int32(c.wakeFD), Events: unix.POLLIN},
 	}
-	c.stats.wakeups.Add(1)
+	c.stats.Wakeups.Add(1)
 	for {
 		_, err := unix.Ppoll(fds[:], ts, nil)
 		if err == unix.EINTR {
