@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 )
 
 var (
@@ -29,7 +30,7 @@ type rxState struct {
 	size  int
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet6
+	names [][udpsock.NameLen]byte
 	ctrl  []byte
 
 	got, msg, off int // messages received; next message; offset in it
@@ -42,7 +43,7 @@ func (r *rxState) init(batch, size int) {
 	r.bufs = make([]byte, batch*size)
 	r.hdrs = make([]unix.Mmsghdr, batch)
 	r.iovs = make([]unix.Iovec, batch)
-	r.names = make([]unix.RawSockaddrInet6, batch)
+	r.names = make([][udpsock.NameLen]byte, batch)
 	r.ctrl = make([]byte, batch*groCmsgSpace)
 	for i := range r.hdrs {
 		r.iovs[i].Base = &r.bufs[i*size]
@@ -50,7 +51,7 @@ func (r *rxState) init(batch, size int) {
 		h := &r.hdrs[i].Hdr
 		h.Iov = &r.iovs[i]
 		h.Iovlen = 1
-		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Name = &r.names[i][0]
 		h.Control = &r.ctrl[i*groCmsgSpace]
 	}
 }
@@ -147,7 +148,7 @@ func (r *rxState) nextMessage(c *shardConn) {
 
 // startMessage reads message msg's source address and GRO segment size.
 func (r *rxState) startMessage(c *shardConn) {
-	r.from = addrFromRaw(&r.names[r.msg])
+	r.from = udpsock.AddrFromName(r.names[r.msg][:])
 	r.seg = 0
 	h := &r.hdrs[r.msg].Hdr
 	ctrl := r.ctrl[r.msg*groCmsgSpace : r.msg*groCmsgSpace+int(h.Controllen)]
@@ -168,53 +169,13 @@ func (r *rxState) startMessage(c *shardConn) {
 	}
 }
 
-func addrFromRaw(raw *unix.RawSockaddrInet6) netip.AddrPort {
-	port := func(p *uint16) uint16 {
-		b := (*[2]byte)(unsafe.Pointer(p))
-		return uint16(b[0])<<8 | uint16(b[1])
-	}
-	switch raw.Family {
-	case unix.AF_INET:
-		r4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
-		return netip.AddrPortFrom(netip.AddrFrom4(r4.Addr), port(&r4.Port))
-	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(raw.Addr).Unmap(), port(&raw.Port))
-	}
-	return netip.AddrPort{}
-}
-
-// putRaw writes ap as the socket's family expects; false if it cannot be
-// reached from this socket (an IPv6 destination from an IPv4 socket).
-func (c *shardConn) putRaw(raw *unix.RawSockaddrInet6, ap netip.AddrPort) (uint32, bool) {
-	setPort := func(p *uint16, v uint16) {
-		b := (*[2]byte)(unsafe.Pointer(p))
-		b[0], b[1] = byte(v>>8), byte(v)
-	}
-	if !c.v6 {
-		a := ap.Addr().Unmap()
-		if !a.Is4() {
-			return 0, false
-		}
-		r4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
-		*r4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.As4()}
-		setPort(&r4.Port, ap.Port())
-		return unix.SizeofSockaddrInet4, true
-	}
-	if !ap.Addr().IsValid() {
-		return 0, false
-	}
-	*raw = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()} // v4 becomes v4-mapped
-	setPort(&raw.Port, ap.Port())
-	return unix.SizeofSockaddrInet6, true
-}
-
 // txState holds a shard's send buffers and the msghdrs built for one Send.
 type txState struct {
 	slab  []byte
 	size  int
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet6
+	names [][udpsock.NameLen]byte
 	ctrl  []byte
 	spans []span // the datagrams (indexes in pkts) of each message
 }
@@ -226,12 +187,12 @@ func (t *txState) init(batch, size int) {
 	t.slab = make([]byte, batch*size)
 	t.hdrs = make([]unix.Mmsghdr, batch)
 	t.iovs = make([]unix.Iovec, batch)
-	t.names = make([]unix.RawSockaddrInet6, batch)
+	t.names = make([][udpsock.NameLen]byte, batch)
 	t.ctrl = make([]byte, batch*segCmsgSpace)
 	t.spans = make([]span, batch)
 	for i := range t.hdrs {
 		h := &t.hdrs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&t.names[i]))
+		h.Name = &t.names[i][0]
 		cm := (*unix.Cmsghdr)(unsafe.Pointer(&t.ctrl[i*segCmsgSpace]))
 		cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
 		cm.SetLen(unix.CmsgLen(2))
@@ -317,7 +278,7 @@ func (c *shardConn) account(sent, bytes, gsoSends, dropped int) {
 func (c *shardConn) buildMessages(pkts []dataplane.Packet) (m, dropped int) {
 	t := &c.tx
 	for i := 0; i < len(pkts); {
-		namelen, ok := c.putRaw(&t.names[m], pkts[i].Addr)
+		namelen, ok := udpsock.PutName(t.names[m][:], pkts[i].Addr, c.v6)
 		if !ok || len(pkts[i].Buf) > c.maxDgram {
 			dropped++
 			i++

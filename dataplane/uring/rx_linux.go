@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/dataplane/uring/ring"
 )
@@ -197,7 +198,7 @@ func (r *rxState) start(e rxEntry, maxDgram int) bool {
 		r.recycle(e.bid)
 		return false
 	}
-	from := addrFromName(b[ring.SizeofRecvmsgOut : ring.SizeofRecvmsgOut+int(namelen)])
+	from := udpsock.AddrFromName(b[ring.SizeofRecvmsgOut : ring.SizeofRecvmsgOut+int(namelen)])
 	if !from.IsValid() {
 		r.recycle(e.bid)
 		return false
@@ -237,25 +238,6 @@ func groSegSize(ctrl []byte) int {
 		ctrl = ctrl[next:]
 	}
 	return 0
-}
-
-// addrFromName reads a sockaddr_in or sockaddr_in6 (v4-mapped addresses
-// unmapped).
-func addrFromName(b []byte) netip.AddrPort {
-	if len(b) < 2 {
-		return netip.AddrPort{}
-	}
-	switch binary.NativeEndian.Uint16(b) {
-	case unix.AF_INET:
-		if len(b) >= unix.SizeofSockaddrInet4 {
-			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:]))
-		}
-	case unix.AF_INET6:
-		if len(b) >= unix.SizeofSockaddrInet6 {
-			return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), binary.BigEndian.Uint16(b[2:]))
-		}
-	}
-	return netip.AddrPort{}
 }
 
 // Recv fills pkts with datagrams from completed receives, without blocking:

@@ -2,11 +2,11 @@ package uring
 
 import (
 	"encoding/binary"
-	"net/netip"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/dataplane/uring/ring"
 )
@@ -150,7 +150,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	pkts = pkts[:min(len(pkts), t.batch)]
 	submitted, dropped, m := 0, 0, 0
 	for i := 0; i < len(pkts); {
-		nl, ok := c.putName(ch.names[m*nameLen:(m+1)*nameLen], pkts[i].Addr)
+		nl, ok := udpsock.PutName(ch.names[m*nameLen:(m+1)*nameLen], pkts[i].Addr, c.v6)
 		if !ok || len(pkts[i].Buf) > c.maxDgram {
 			dropped++
 			i++
@@ -200,29 +200,4 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		return submitted, err
 	}
 	return submitted, nil
-}
-
-// putName writes ap into b as the socket's family expects and returns its
-// length; false if this socket cannot reach it (IPv6 from an IPv4 socket).
-func (c *shardConn) putName(b []byte, ap netip.AddrPort) (uint32, bool) {
-	clear(b)
-	if !c.v6 {
-		a := ap.Addr().Unmap()
-		if !a.Is4() {
-			return 0, false
-		}
-		binary.NativeEndian.PutUint16(b[0:], unix.AF_INET)
-		binary.BigEndian.PutUint16(b[2:], ap.Port())
-		a4 := a.As4()
-		copy(b[4:8], a4[:])
-		return unix.SizeofSockaddrInet4, true
-	}
-	if !ap.Addr().IsValid() {
-		return 0, false
-	}
-	binary.NativeEndian.PutUint16(b[0:], unix.AF_INET6)
-	binary.BigEndian.PutUint16(b[2:], ap.Port())
-	a16 := ap.Addr().As16() // v4 becomes v4-mapped
-	copy(b[8:24], a16[:])
-	return unix.SizeofSockaddrInet6, true
 }

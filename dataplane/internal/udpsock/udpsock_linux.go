@@ -4,6 +4,7 @@
 package udpsock
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -113,4 +114,53 @@ func AddrPortOf(sa unix.Sockaddr) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
+}
+
+// NameLen is the room a socket address takes in a msghdr name buffer.
+const NameLen = unix.SizeofSockaddrInet6
+
+// AddrFromName reads a sockaddr_in or sockaddr_in6 that the kernel wrote
+// into b (v4-mapped addresses come back as IPv4); the zero AddrPort if b
+// holds neither.
+func AddrFromName(b []byte) netip.AddrPort {
+	if len(b) < 2 {
+		return netip.AddrPort{}
+	}
+	switch binary.NativeEndian.Uint16(b) {
+	case unix.AF_INET:
+		if len(b) >= unix.SizeofSockaddrInet4 {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:]))
+		}
+	case unix.AF_INET6:
+		if len(b) >= unix.SizeofSockaddrInet6 {
+			return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])).Unmap(), binary.BigEndian.Uint16(b[2:]))
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// PutName writes ap into b (at least NameLen bytes) as a socket of family v6
+// (else IPv4) expects, and returns the name's length; false when this
+// socket cannot reach ap (an IPv6 address from an IPv4 socket).
+func PutName(b []byte, ap netip.AddrPort, v6 bool) (uint32, bool) {
+	clear(b[:NameLen])
+	if !v6 {
+		a := ap.Addr().Unmap()
+		if !a.Is4() {
+			return 0, false
+		}
+		binary.NativeEndian.PutUint16(b[0:], unix.AF_INET)
+		binary.BigEndian.PutUint16(b[2:], ap.Port())
+		a4 := a.As4()
+		copy(b[4:8], a4[:])
+		return unix.SizeofSockaddrInet4, true
+	}
+	if !ap.Addr().IsValid() {
+		return 0, false
+	}
+	binary.NativeEndian.PutUint16(b[0:], unix.AF_INET6)
+	binary.BigEndian.PutUint16(b[2:], ap.Port())
+	a16 := ap.Addr().As16() // v4 becomes v4-mapped
+	copy(b[8:24], a16[:])
+	return unix.SizeofSockaddrInet6, true
 }

@@ -46,3 +46,31 @@ func TestOpenSharesAPort(t *testing.T) {
 		t.Error("an invalid address opened")
 	}
 }
+
+func TestNameRoundTrip(t *testing.T) {
+	var b [NameLen]byte
+	for _, c := range []struct {
+		ap   string
+		v6   bool
+		want string // "" = refused
+	}{
+		{"198.18.0.1:9000", false, "198.18.0.1:9000"},
+		{"198.18.0.1:9000", true, "198.18.0.1:9000"}, // v4-mapped on the wire, plain IPv4 back
+		{"[2001:db8::1]:443", true, "[2001:db8::1]:443"},
+		{"[2001:db8::1]:443", false, ""},
+	} {
+		n, ok := PutName(b[:], netip.MustParseAddrPort(c.ap), c.v6)
+		if !ok {
+			if c.want != "" {
+				t.Errorf("PutName(%s, v6=%v) refused", c.ap, c.v6)
+			}
+			continue
+		}
+		if got := AddrFromName(b[:n]).String(); got != c.want {
+			t.Errorf("%s (v6=%v): %s back, want %s", c.ap, c.v6, got, c.want)
+		}
+	}
+	if AddrFromName([]byte{0xff, 0xff, 1, 2}).IsValid() {
+		t.Error("an unknown family read as an address")
+	}
+}
