@@ -108,3 +108,55 @@ func BenchmarkTokenStream(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// BenchmarkCallsDirect64: 1 KiB calls from 64 goroutines of one agent
+// straight to another (one hop, one connection), with the packets and
+// system calls per call both hosts spent.
+func BenchmarkCallsDirect64(b *testing.B) {
+	tm := newTestMesh(&testing.T{})
+	defer tm.node.Close()
+	srv := tm.agent("srv", "echo")
+	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	cli := tm.agent("cli")
+	cli.cfg.Direct = true
+	ctx := context.Background()
+	for _, a := range []*Agent{srv, cli} {
+		if err := a.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+	}
+	if _, err := cli.Discover(ctx, "echo"); err != nil {
+		b.Fatal(err)
+	}
+	payload := make([]byte, 1024)
+	if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
+		b.Fatal(err)
+	}
+	s0 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/64 + 1
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	s1 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
+	calls := float64(per * 64)
+	b.ReportMetric(calls/b.Elapsed().Seconds(), "calls/s")
+	b.ReportMetric(float64(s1.TxPackets-s0.TxPackets)/calls, "txpkts/call")
+	b.ReportMetric(float64(s1.TxCalls-s0.TxCalls)/calls, "sendcalls/call")
+	b.ReportMetric(float64(s1.RxCalls-s0.RxCalls)/calls, "recvcalls/call")
+	b.ReportMetric(float64(s1.Wakeups-s0.Wakeups)/calls, "wakeups/call")
+}
