@@ -153,6 +153,11 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 // ID returns the agent's ID.
 func (a *Agent) ID() wire.UUID { return a.cfg.ID }
 
+// URL is the agent's own mxp:// URL (its static key, the address it
+// advertises, its ID): what a client dials to reach it directly. Valid once
+// Start returned.
+func (a *Agent) URL() string { return FormatURL(a.cfg.Identity.Public, a.endpoint(), a.cfg.ID) }
+
 // Handle serves calls to method.
 func (a *Agent) Handle(method string, fn HandlerFunc) {
 	a.mu.Lock()
