@@ -97,15 +97,19 @@ type Agent struct {
 	stop       chan struct{}
 	done       chan struct{}
 
+	handlers atomic.Pointer[map[string]HandlerFunc] // copied on write: read on every call
+
+	pmu     sync.Mutex
+	pending map[uint64]*outCall // requests waiting for their reply, by message ID
+
 	mu             sync.Mutex
-	handlers       map[string]HandlerFunc
 	streamHandlers map[string]StreamHandlerFunc
 	eventHandlers  map[string]EventFunc
-	pending        map[uint64]chan wire.Message
 	known          map[wire.UUID]wire.DiscoveredAgent // from Discover
 	streams        map[wire.UUID]*Stream
 	regWait        []chan struct{}
-	stats          AgentStats
+
+	nRegistrations, nReconnects, nCalls, nServed, nPanics atomic.Uint64
 }
 
 // AgentStats counts what an agent did.
@@ -140,14 +144,16 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 			cfg.Listen = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 		}
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, target: t,
-		handlers: map[string]HandlerFunc{}, streamHandlers: map[string]StreamHandlerFunc{},
-		eventHandlers: map[string]EventFunc{},
-		pending:       map[uint64]chan wire.Message{}, streams: map[wire.UUID]*Stream{},
+		streamHandlers: map[string]StreamHandlerFunc{},
+		eventHandlers:  map[string]EventFunc{},
+		pending:        map[uint64]*outCall{}, streams: map[wire.UUID]*Stream{},
 		known: map[wire.UUID]wire.DiscoveredAgent{}, direct: map[wire.UUID]*transport.Conn{},
 		stop: make(chan struct{}), done: make(chan struct{}),
-	}, nil
+	}
+	a.handlers.Store(&map[string]HandlerFunc{})
+	return a, nil
 }
 
 // ID returns the agent's ID.
@@ -161,8 +167,14 @@ func (a *Agent) URL() string { return FormatURL(a.cfg.Identity.Public, a.endpoin
 // Handle serves calls to method.
 func (a *Agent) Handle(method string, fn HandlerFunc) {
 	a.mu.Lock()
-	a.handlers[method] = fn
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	old := *a.handlers.Load()
+	hs := make(map[string]HandlerFunc, len(old)+1)
+	for k, v := range old {
+		hs[k] = v
+	}
+	hs[method] = fn
+	a.handlers.Store(&hs)
 }
 
 // HandleStream serves streams opened to method.
@@ -261,18 +273,18 @@ func (a *Agent) register(now time.Time) {
 		return
 	}
 	rec := wire.AgentRecord{ID: a.cfg.ID, Name: a.cfg.Name, Capabilities: a.cfg.Capabilities, Endpoint: a.endpoint()}
-	id := a.nextID.Add(1)
-	ch := make(chan wire.Message, 1)
-	a.mu.Lock()
-	a.pending[id] = ch
-	a.mu.Unlock()
-	a.sh.send(a.conn, &wire.Message{Type: wire.TypeAgentRegister, MessageID: id, TraceID: traceFor(context.Background()), Payload: encodePayload(&wire.AgentRegister{AgentRecord: rec})})
+	oc := &outCall{ch: make(chan wire.Message, 1)}
+	oc.m = wire.Message{Type: wire.TypeAgentRegister, MessageID: a.nextID.Add(1), TraceID: traceFor(context.Background()), Payload: encodePayload(&wire.AgentRegister{AgentRecord: rec})}
+	a.pmu.Lock()
+	a.pending[oc.m.MessageID] = oc
+	a.pmu.Unlock()
+	a.sh.send(a.conn, &oc.m)
 	go func() {
 		select {
-		case m := <-ch:
+		case m := <-oc.ch:
 			if m.Type == wire.TypeAck {
+				a.nRegistrations.Add(1)
 				a.mu.Lock()
-				a.stats.Registrations++
 				waits := a.regWait
 				a.regWait = nil
 				a.mu.Unlock()
@@ -339,21 +351,21 @@ func (a *Agent) onEvent(sh *shard, ev transport.Event) {
 		a.registered.Store(false)
 		a.failPending(ErrNotConnected)
 		if !a.closed.Load() {
-			a.mu.Lock()
-			a.stats.Reconnects++
-			a.mu.Unlock()
+			a.nReconnects.Add(1)
 			a.retry()
 		}
 	}
 }
 
 func (a *Agent) failPending(err error) {
+	a.pmu.Lock()
+	for id, oc := range a.pending {
+		delete(a.pending, id)
+		close(oc.ch)
+	}
+	a.pmu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for id, ch := range a.pending {
-		delete(a.pending, id)
-		close(ch)
-	}
 	for id, s := range a.streams {
 		delete(a.streams, id)
 		s.fail(err)
@@ -368,14 +380,14 @@ func (a *Agent) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 		if m.Type == wire.TypeAgentDiscover && len(m.Payload) >= 9 {
 			id = binary.LittleEndian.Uint64(m.Payload[1:])
 		}
-		a.mu.Lock()
-		ch := a.pending[id]
+		a.pmu.Lock()
+		oc := a.pending[id]
 		delete(a.pending, id)
-		a.mu.Unlock()
-		if ch != nil {
+		a.pmu.Unlock()
+		if oc != nil {
 			cp := *m
-			cp.Payload = append([]byte(nil), m.Payload...)
-			ch <- cp
+			cp.Payload = append([]byte(nil), m.Payload...) // the caller's to keep
+			oc.ch <- cp
 			return
 		}
 		if m.Type == wire.TypeError {
@@ -434,50 +446,96 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call data")
 		return
 	}
-	a.mu.Lock()
-	fn := a.handlers[method]
-	a.mu.Unlock()
+	fn := (*a.handlers.Load())[method]
 	if fn == nil {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeNotFound, "no method "+method)
 		return
 	}
-	req := &Request{Method: method, Body: append([]byte(nil), body...), TraceID: m.TraceID, MessageID: m.MessageID}
-	timeout := call.TimeoutSeconds
-	go func() {
-		ctx := WithTrace(context.Background(), req.TraceID)
-		if timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
-			defer cancel()
+	ic := inCallPool.Get().(*inCall)
+	ic.a, ic.sh, ic.c, ic.fn, ic.timeout = a, sh, c, fn, call.TimeoutSeconds
+	ic.body = append(ic.body[:0], body...)
+	ic.req = Request{Method: method, Body: ic.body, TraceID: m.TraceID, MessageID: m.MessageID}
+	go ic.serve()
+}
+
+// inCall is one call an agent serves: pooled, so serving a call costs no
+// allocation beyond the handler's context.
+type inCall struct {
+	a       *Agent
+	sh      *shard
+	c       *transport.Conn
+	fn      HandlerFunc
+	timeout uint32
+	req     Request
+	body    []byte // req.Body's storage
+	reply   wire.Message
+	rbuf    []byte // reply.Payload's storage
+	sendFn  func(time.Time)
+}
+
+var inCallPool sync.Pool
+
+func init() {
+	inCallPool.New = func() any {
+		ic := &inCall{}
+		ic.sendFn = ic.send
+		return ic
+	}
+}
+
+// serve runs the handler on its own goroutine and hands the reply to the
+// shard.
+func (ic *inCall) serve() {
+	ctx := WithTrace(context.Background(), ic.req.TraceID)
+	if ic.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ic.timeout)*time.Second)
+		defer cancel()
+	}
+	out, err := ic.a.runHandler(ctx, ic.fn, &ic.req)
+	ic.a.nServed.Add(1)
+	id := ic.req.MessageID
+	ic.reply = wire.Message{Type: wire.TypeResponse, MessageID: id, TraceID: ic.req.TraceID}
+	if err != nil {
+		code, msg := wire.CodeInternal, err.Error()
+		var me *Error
+		if errors.As(err, &me) {
+			code, msg = me.Code, me.Message
 		}
-		out, err := a.runHandler(ctx, fn, req)
-		a.mu.Lock()
-		a.stats.Served++
-		a.mu.Unlock()
-		var reply wire.Message
-		if err != nil {
-			code, msg := wire.CodeInternal, err.Error()
-			var me *Error
-			if errors.As(err, &me) {
-				code, msg = me.Code, me.Message
-			}
-			reply = wire.Message{Type: wire.TypeError, MessageID: req.MessageID, TraceID: req.TraceID,
-				Payload: encodePayload(&wire.ErrorPayload{InReplyTo: req.MessageID, Code: code, Message: msg})}
-		} else {
-			reply = wire.Message{Type: wire.TypeResponse, MessageID: req.MessageID, TraceID: req.TraceID,
-				Payload: encodePayload(&wire.Response{CallID: req.MessageID, Data: out})}
-		}
-		sh.do(func(time.Time) { sh.send(c, &reply) })
-	}()
+		ic.reply.Type = wire.TypeError
+		ic.rbuf, err = (&wire.ErrorPayload{InReplyTo: id, Code: code, Message: msg}).AppendPayload(ic.rbuf[:0])
+	} else {
+		// The response data is the payload's tail: encode the head, append it.
+		ic.rbuf, err = (&wire.Response{CallID: id}).AppendPayload(ic.rbuf[:0])
+		ic.rbuf = append(ic.rbuf, out...)
+	}
+	if err != nil {
+		panic("mesh: encoding a reply: " + err.Error())
+	}
+	ic.reply.Payload = ic.rbuf
+	ic.sh.do(ic.sendFn)
+}
+
+// send runs on the shard: the transport copies the reply, so the call goes
+// back to the pool.
+func (ic *inCall) send(time.Time) {
+	ic.sh.send(ic.c, &ic.reply)
+	body, rbuf, sendFn := ic.body, ic.rbuf, ic.sendFn
+	if cap(body) > 64<<10 {
+		body = nil
+	}
+	if cap(rbuf) > 64<<10 {
+		rbuf = nil
+	}
+	*ic = inCall{body: body[:0], rbuf: rbuf[:0], sendFn: sendFn}
+	inCallPool.Put(ic)
 }
 
 // runHandler runs fn, turning a panic into an error.
 func (a *Agent) runHandler(ctx context.Context, fn HandlerFunc, req *Request) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			a.mu.Lock()
-			a.stats.HandlerPanics++
-			a.mu.Unlock()
+			a.nPanics.Add(1)
 			out, err = nil, &Error{Code: wire.CodeInternal, Message: fmt.Sprint("handler panicked: ", r)}
 		}
 	}()
@@ -504,43 +562,72 @@ func (a *Agent) directTo(id wire.UUID, now time.Time) *transport.Conn {
 	return c
 }
 
-// request sends m (built with a fresh message ID) and waits for the reply
-// with that ID; via names the agent to send it to directly (zero: the node).
-func (a *Agent) request(ctx context.Context, m *wire.Message, via wire.UUID) (wire.Message, error) {
+// outCall is one request of an agent waiting for its reply: pooled, with
+// its payload buffer and its shard command made once.
+type outCall struct {
+	a     *Agent
+	m     wire.Message
+	via   wire.UUID // agent to send to directly; zero: the node
+	ch    chan wire.Message
+	buf   []byte // m.Payload's storage
+	runFn func(time.Time)
+}
+
+var outCallPool = sync.Pool{New: func() any {
+	oc := &outCall{ch: make(chan wire.Message, 1)}
+	oc.runFn = oc.run
+	return oc
+}}
+
+// run sends the request, on the shard.
+func (oc *outCall) run(now time.Time) {
+	a := oc.a
+	if oc.via != (wire.UUID{}) {
+		if c := a.directTo(oc.via, now); c != nil {
+			a.sh.send(c, &oc.m)
+			return
+		}
+	}
+	if a.conn == nil || !a.conn.Established() {
+		a.pmu.Lock()
+		if a.pending[oc.m.MessageID] == oc {
+			delete(a.pending, oc.m.MessageID)
+			close(oc.ch)
+		}
+		a.pmu.Unlock()
+		return
+	}
+	a.sh.send(a.conn, &oc.m)
+}
+
+// newRequest takes a request from the pool with a fresh message ID; the
+// caller fills oc.m's type, trace and payload (in oc.buf) and calls wait.
+func (a *Agent) newRequest() *outCall {
+	oc := outCallPool.Get().(*outCall)
+	oc.a = a
+	oc.m = wire.Message{MessageID: a.nextID.Add(1)}
+	return oc
+}
+
+// wait sends oc and waits for the reply with its message ID. oc goes back
+// to the pool when the reply came: nothing else refers to it then.
+func (a *Agent) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
 	if a.closed.Load() {
 		return wire.Message{}, ErrClosed
 	}
-	ch := make(chan wire.Message, 1)
-	a.mu.Lock()
-	a.pending[m.MessageID] = ch
-	a.mu.Unlock()
-	msg := *m
-	a.sh.do(func(now time.Time) {
-		if via != (wire.UUID{}) {
-			if c := a.directTo(via, now); c != nil {
-				a.sh.send(c, &msg)
-				return
-			}
-		}
-		if a.conn == nil || !a.conn.Established() {
-			a.mu.Lock()
-			if c, ok := a.pending[msg.MessageID]; ok {
-				delete(a.pending, msg.MessageID)
-				close(c)
-			}
-			a.mu.Unlock()
-			return
-		}
-		a.sh.send(a.conn, &msg)
-	})
+	a.pmu.Lock()
+	a.pending[oc.m.MessageID] = oc
+	a.pmu.Unlock()
+	a.sh.do(oc.runFn)
 	select {
-	case r, ok := <-ch:
-		if !ok {
+	case r, ok := <-oc.ch:
+		if !ok { // failed before a reply: the channel is closed, drop oc
 			if a.closed.Load() {
 				return r, ErrClosed
 			}
 			return r, ErrNotConnected
 		}
+		oc.release()
 		if r.Type == wire.TypeError {
 			var e wire.ErrorPayload
 			if err := e.DecodePayload(r.Payload); err != nil {
@@ -550,32 +637,66 @@ func (a *Agent) request(ctx context.Context, m *wire.Message, via wire.UUID) (wi
 		}
 		return r, nil
 	case <-ctx.Done():
-		a.mu.Lock()
-		delete(a.pending, m.MessageID)
-		a.mu.Unlock()
-		return wire.Message{}, ctx.Err()
+		a.pmu.Lock()
+		delete(a.pending, oc.m.MessageID)
+		a.pmu.Unlock()
+		return wire.Message{}, ctx.Err() // oc may still be queued: not reused
 	}
+}
+
+func (oc *outCall) release() {
+	buf := oc.buf[:0]
+	if cap(buf) > 64<<10 {
+		buf = nil
+	}
+	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn}
+	outCallPool.Put(oc)
+}
+
+// request sends p (its message gets a fresh ID) and waits for the reply.
+func (a *Agent) request(ctx context.Context, p wire.Payload) (wire.Message, error) {
+	oc := a.newRequest()
+	oc.m.Type, oc.m.TraceID = p.MessageType(), traceFor(ctx)
+	var err error
+	if oc.buf, err = p.AppendPayload(oc.buf); err != nil {
+		return wire.Message{}, err
+	}
+	oc.m.Payload = oc.buf
+	return a.wait(ctx, oc)
 }
 
 // Call calls method on the agent target and returns its response. The
 // context's deadline travels in the call (whole seconds, rounded up); its
 // trace ID (or a new one) travels in every message of the call.
 func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body []byte) ([]byte, error) {
+	if len(method) > math.MaxUint16 {
+		return nil, fmt.Errorf("mesh: method name of %d bytes", len(method))
+	}
 	timeout := uint32(0)
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
 		timeout = max(timeout, 1)
 	}
-	call := &wire.Call{Target: target, TimeoutSeconds: timeout, Data: joinMethod(method, body)}
-	m := &wire.Message{Type: wire.TypeCall, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(call)}
-	a.mu.Lock()
-	a.stats.Calls++
-	via := wire.UUID{}
-	if _, ok := a.known[target]; ok && a.cfg.Direct {
-		via = target
+	oc := a.newRequest()
+	oc.m.Type, oc.m.TraceID = wire.TypeCall, traceFor(ctx)
+	// The call's data (u16 method length | method | body) is the payload's
+	// tail: encode the head with no data, then append the data in place.
+	buf, err := (&wire.Call{Target: target, TimeoutSeconds: timeout}).AppendPayload(oc.buf)
+	if err != nil {
+		return nil, err
 	}
-	a.mu.Unlock()
-	r, err := a.request(ctx, m, via)
+	buf = binary.LittleEndian.AppendUint16(buf, uint16(len(method)))
+	buf = append(append(buf, method...), body...)
+	oc.buf, oc.m.Payload = buf, buf
+	a.nCalls.Add(1)
+	if a.cfg.Direct {
+		a.mu.Lock()
+		if _, ok := a.known[target]; ok {
+			oc.via = target
+		}
+		a.mu.Unlock()
+	}
+	r, err := a.wait(ctx, oc)
 	if err != nil {
 		return nil, err
 	}
@@ -589,9 +710,7 @@ func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body 
 // Discover lists the agents registered with the node that offer capability
 // ("" lists all), with their endpoints and static keys.
 func (a *Agent) Discover(ctx context.Context, capability string) ([]wire.DiscoveredAgent, error) {
-	q := &wire.AgentDiscover{Kind: wire.DiscoverQuery, Capability: capability}
-	m := &wire.Message{Type: wire.TypeAgentDiscover, MessageID: a.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(q)}
-	r, err := a.request(ctx, m, wire.UUID{})
+	r, err := a.request(ctx, &wire.AgentDiscover{Kind: wire.DiscoverQuery, Capability: capability})
 	if err != nil {
 		return nil, err
 	}
@@ -625,9 +744,10 @@ func (a *Agent) Emit(ctx context.Context, topic string, data []byte) error {
 
 // Stats returns the agent's counters.
 func (a *Agent) Stats() AgentStats {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.stats
+	return AgentStats{
+		Registrations: a.nRegistrations.Load(), Reconnects: a.nReconnects.Load(),
+		Calls: a.nCalls.Load(), Served: a.nServed.Load(), HandlerPanics: a.nPanics.Load(),
+	}
 }
 
 // Registered reports whether the agent is registered with the node now.
