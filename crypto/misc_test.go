@@ -124,7 +124,10 @@ func TestTicketKeysRotateAutomatically(t *testing.T) {
 func TestStaticSecretCacheForget(t *testing.T) {
 	c := NewStaticSecretCache(1)
 	a, b := mustIdentity(t, 1), mustIdentity(t, 2)
-	dh := &cachingDH{cache: c, id: &a, peer: func() []byte { return b.Public[:] }}
+	dh, err := newHandshakeDH(&Config{Identity: a, StaticCache: c}, func() []byte { return b.Public[:] })
+	if err != nil {
+		t.Fatal(err)
+	}
 	x, err := dh.DH(a.Private[:], b.Public[:])
 	if err != nil {
 		t.Fatal(err)
