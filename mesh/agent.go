@@ -46,12 +46,15 @@ type AgentConfig struct {
 	// Backend is the dataplane backend; "portable" by default: an agent
 	// has one connection, and AF_XDP or io_uring pay off on nodes.
 	Backend string
+	// BusyPoll is how long the agent's shard polls for packets before it
+	// parks (dataplane.Config.BusyPoll; 0: off).
+	BusyPoll time.Duration
 }
 
 // Request is an incoming call.
 type Request struct {
 	Method    string
-	Body      []byte // valid until the handler returns
+	Body      []byte // the Request and its Body are valid until the handler returns
 	TraceID   uint64
 	MessageID uint64
 }
@@ -196,7 +199,7 @@ func (a *Agent) OnEvent(topic string, fn EventFunc) {
 // The agent then heartbeats, and reconnects and registers again whenever
 // the connection is lost (a node restart), until Close.
 func (a *Agent) Start(ctx context.Context) error {
-	h, err := startHost(HostConfig{Listen: a.cfg.Listen, Identity: a.cfg.Identity, Backend: a.cfg.Backend}, a)
+	h, err := startHost(HostConfig{Listen: a.cfg.Listen, Identity: a.cfg.Identity, Backend: a.cfg.Backend, BusyPoll: a.cfg.BusyPoll}, a)
 	if err != nil {
 		return err
 	}

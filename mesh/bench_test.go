@@ -160,3 +160,35 @@ func BenchmarkCallsDirect64(b *testing.B) {
 	b.ReportMetric(float64(s1.RxCalls-s0.RxCalls)/calls, "recvcalls/call")
 	b.ReportMetric(float64(s1.Wakeups-s0.Wakeups)/calls, "wakeups/call")
 }
+
+// BenchmarkCallDirectSequential: 1 KiB calls one after another, agent ->
+// agent over one direct connection.
+func BenchmarkCallDirectSequential(b *testing.B) {
+	tm := newTestMesh(&testing.T{})
+	defer tm.node.Close()
+	srv := tm.agent("srv", "echo")
+	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	cli := tm.agent("cli")
+	cli.cfg.Direct = true
+	ctx := context.Background()
+	for _, a := range []*Agent{srv, cli} {
+		if err := a.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+	}
+	if _, err := cli.Discover(ctx, "echo"); err != nil {
+		b.Fatal(err)
+	}
+	payload := make([]byte, 1024)
+	if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -31,6 +31,9 @@ type HostConfig struct {
 	Shards int
 	// Authorize, if set, is the allow-list of initiator keys.
 	Authorize func(crypto.PublicKey) bool
+	// BusyPoll is how long an idle shard polls before it parks
+	// (dataplane.Config.BusyPoll; 0: off).
+	BusyPoll time.Duration
 }
 
 // events is what the owner of a host (node or agent) reacts to, on the
@@ -68,7 +71,7 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	if cfg.Backend == "" {
 		cfg.Backend = "auto"
 	}
-	dcfg := dataplane.Config{Addr: cfg.Listen, Shards: max(cfg.Shards, 1)}
+	dcfg := dataplane.Config{Addr: cfg.Listen, Shards: max(cfg.Shards, 1), BusyPoll: cfg.BusyPoll}
 	sel, err := dataplane.Select(cfg.Backend, dcfg, backends.Candidates())
 	if err != nil {
 		return nil, err

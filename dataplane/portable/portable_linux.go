@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -127,6 +128,8 @@ type shardConn struct {
 	file     *os.File
 	raw      syscall.RawConn
 	woken    atomic.Bool
+	parked   atomic.Bool // waiting in the network poller: a Wake must interrupt it
+	busyPoll time.Duration
 	rxErr    error
 	rxFull   bool               // the last receive filled the batch: more may be waiting
 	pollFn   func(uintptr) bool // pollRead, made once: a closure per Wait would allocate
@@ -155,6 +158,9 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shar
 		return nil, err
 	}
 	c = &shardConn{fd: sock.FD, wakeFD: -1, v6: sock.V6, maxDgram: cfg.MaxDatagram, local: sock.Local, gso: sock.GSO, gro: sock.GRO}
+	if netpoll {
+		c.busyPoll = cfg.BusyPoll
+	}
 	c.features = Features{GSO: sock.GSO, GRO: sock.GRO, RecvBuffer: sock.RecvBuffer, SendBuffer: sock.SendBuffer}
 	if netpoll {
 		// The os.File owns the descriptor from now on (Close closes it).
@@ -231,12 +237,20 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 	if !deadline.IsZero() && !time.Now().Before(deadline) {
 		return nil
 	}
+	if c.busyPoll > 0 {
+		if done, err := c.spin(deadline); done || err != nil {
+			return err
+		}
+	}
 	c.file.SetReadDeadline(deadline)
+	c.parked.Store(true) // before looking at woken: a Wake after this interrupts the Read
 	if c.woken.Swap(false) {
+		c.parked.Store(false)
 		return nil // a Wake came before we parked
 	}
 	c.stats.Wakeups.Add(1)
 	err := c.raw.Read(c.pollFn)
+	c.parked.Store(false)
 	c.woken.Store(false)
 	if c.rxErr != nil {
 		err, c.rxErr = c.rxErr, nil
@@ -246,6 +260,24 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 		return err
 	}
 	return nil
+}
+
+// spin polls the socket and the wake flag for up to busyPoll, yielding to
+// other goroutines between polls; done reports that something came (read
+// into the receive batch, or a Wake) or the deadline passed.
+func (c *shardConn) spin(deadline time.Time) (done bool, err error) {
+	start := time.Now()
+	for now := start; now.Sub(start) < c.busyPoll; now = time.Now() {
+		if c.woken.Swap(false) || !deadline.IsZero() && !now.Before(deadline) {
+			return true, nil
+		}
+		got, err := c.receive(len(c.rx.hdrs))
+		if got || err != nil {
+			return true, err
+		}
+		runtime.Gosched()
+	}
+	return false, nil
 }
 
 // pollRead is the poller's read attempt: a receive, done when it got
@@ -266,7 +298,9 @@ func (c *shardConn) Wake() {
 	}
 	if c.file != nil {
 		c.woken.Store(true)
-		c.file.SetReadDeadline(time.Now()) // interrupts a parked Read
+		if c.parked.Load() { // else the shard sees woken before it parks
+			c.file.SetReadDeadline(time.Now()) // interrupts a parked Read
+		}
 		return
 	}
 	one := [8]byte{1}
