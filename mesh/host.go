@@ -65,6 +65,66 @@ type shard struct {
 	running []func(now time.Time)
 	tpkts   []transport.Packet
 	backlog map[*transport.Conn][]backlogged
+
+	in           inbox
+	drainInboxFn func(time.Time) // sh.drainInbox, made once
+	scratch      []byte          // a payload being rewritten (node replies)
+}
+
+// inbox holds messages other shards forward to connections this shard
+// owns: their payloads copied into one arena, handed over by one shard
+// command per batch (not a closure and a copy per message).
+type inbox struct {
+	mu         sync.Mutex
+	msgs       []fwdMsg
+	arena      []byte
+	spare      []fwdMsg // drained buffers, reused
+	spareArena []byte
+	queued     bool // a drain command is on its way
+}
+
+type fwdMsg struct {
+	c      *transport.Conn
+	m      wire.Message // Payload is arena[off:off+n]
+	off, n int
+}
+
+// forwardIn queues m for c, a connection of sh; any goroutine.
+func (sh *shard) forwardIn(c *transport.Conn, m *wire.Message) {
+	in := &sh.in
+	in.mu.Lock()
+	f := fwdMsg{c: c, m: *m, off: len(in.arena), n: len(m.Payload)}
+	f.m.Payload = nil
+	in.arena = append(in.arena, m.Payload...)
+	in.msgs = append(in.msgs, f)
+	wake := !in.queued
+	in.queued = true
+	in.mu.Unlock()
+	if wake {
+		sh.do(sh.drainInboxFn)
+	}
+}
+
+// drainInbox sends what other shards forwarded, in order; on the shard.
+func (sh *shard) drainInbox(time.Time) {
+	in := &sh.in
+	in.mu.Lock()
+	msgs, arena := in.msgs, in.arena
+	in.msgs, in.arena = in.spare[:0], in.spareArena[:0]
+	in.queued = false
+	in.mu.Unlock()
+	for i := range msgs {
+		f := &msgs[i]
+		f.m.Payload = arena[f.off : f.off+f.n]
+		sh.send(f.c, &f.m) // copies the payload
+		msgs[i] = fwdMsg{}
+	}
+	if cap(arena) > 4<<20 {
+		arena = nil // a burst of big messages: do not keep its arena
+	}
+	in.mu.Lock()
+	in.spare, in.spareArena = msgs[:0], arena[:0]
+	in.mu.Unlock()
 }
 
 func startHost(cfg HostConfig, owner events) (*host, error) {
@@ -81,6 +141,7 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	var setupErr error
 	newHandler := func(i int) dataplane.Handler {
 		sh := &shard{idx: i, h: h, owner: owner}
+		sh.drainInboxFn = sh.drainInbox
 		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize}
 		ep, err := transport.NewEndpoint(transport.Config{
 			Crypto: ccfg, Shard: i, Shards: dcfg.Shards,

@@ -58,6 +58,8 @@ type agentEntry struct {
 	lastSeen atomic.Int64 // UnixNano
 }
 
+var pendingCallPool = sync.Pool{New: func() any { return new(pendingCall) }}
+
 type pendingCall struct {
 	conn     *transport.Conn
 	sh       *shard
@@ -224,15 +226,13 @@ func sendError(sh *shard, c *transport.Conn, inReplyTo, trace uint64, code wire.
 }
 
 // forward sends m to c, owned by shard to: directly when it is this shard,
-// else through that shard's queue (with a copy of the payload).
+// else through that shard's inbox (which copies the payload).
 func forward(from, to *shard, c *transport.Conn, m *wire.Message) {
 	if from == to {
 		from.send(c, m)
 		return
 	}
-	cp := *m
-	cp.Payload = append([]byte(nil), m.Payload...)
-	to.do(func(time.Time) { to.send(c, &cp) })
+	to.forwardIn(c, m)
 }
 
 func (n *Node) onEvent(sh *shard, ev transport.Event) {
@@ -374,7 +374,8 @@ func (n *Node) routeCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		return
 	}
 	id := n.nextID.Add(1)
-	p := &pendingCall{conn: c, sh: sh, origID: m.MessageID, trace: m.TraceID, start: time.Now()}
+	p := pendingCallPool.Get().(*pendingCall)
+	*p = pendingCall{conn: c, sh: sh, origID: m.MessageID, trace: m.TraceID, start: time.Now()}
 	if timeout > 0 {
 		p.deadline = time.Now().Add(time.Duration(timeout) * time.Second)
 	}
@@ -408,11 +409,16 @@ func (n *Node) routeReply(sh *shard, m *wire.Message) {
 	}
 	out := *m
 	out.MessageID = p.origID
-	payload := append([]byte(nil), m.Payload...)
-	binary.LittleEndian.PutUint64(payload, p.origID)
-	out.Payload = payload
+	// The reply names the call by ID: the caller's, not the node's. The
+	// rewritten payload lives in the shard's scratch buffer until forward
+	// copied it.
+	sh.scratch = append(sh.scratch[:0], m.Payload...)
+	binary.LittleEndian.PutUint64(sh.scratch, p.origID)
+	out.Payload = sh.scratch
 	n.stats.Routed.Add(1)
 	forward(sh, p.sh, p.conn, &out)
+	*p = pendingCall{}
+	pendingCallPool.Put(p)
 }
 
 // routeEvent delivers an event to every other agent offering its topic as a capability.
