@@ -1,9 +1,6 @@
 package transport
 
-import (
-	"container/heap"
-	"time"
-)
+import "time"
 
 // The endpoint keeps its connections' timers in a min-heap, so Transmit and
 // Deadline cost O(log n) in the connections with due timers, not O(n) in all
@@ -17,18 +14,46 @@ type timerEntry struct {
 	c  *Conn
 }
 
+// timerHeap is a binary min-heap by time, typed so that pushing and popping
+// do not box entries (container/heap's interface allocated per timer).
 type timerHeap []timerEntry
 
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
-func (h *timerHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = timerEntry{}
-	*h = old[:len(old)-1]
-	return e
+func (h *timerHeap) push(t timerEntry) {
+	*h = append(*h, t)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !s[i].at.Before(s[p].at) {
+			break
+		}
+		s[i], s[p] = s[p], s[i]
+		i = p
+	}
+}
+
+func (h *timerHeap) pop() timerEntry {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	s[last] = timerEntry{}
+	s = s[:last]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < len(s) && s[l].at.Before(s[m].at) {
+			m = l
+		}
+		if r := l + 1; r < len(s) && s[r].at.Before(s[m].at) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+	return top
 }
 
 // nextTimer is the earliest of the connection's deadline and pacing release.
@@ -48,7 +73,7 @@ func (e *Endpoint) schedule(c *Conn) {
 	}
 	if c.heapAt.IsZero() || d.Before(c.heapAt) {
 		c.heapAt = d
-		heap.Push(&e.timers, timerEntry{d, c})
+		e.timers.push(timerEntry{d, c})
 	}
 }
 
@@ -58,7 +83,7 @@ func (e *Endpoint) schedule(c *Conn) {
 func (e *Endpoint) runTimers(now time.Time) {
 	fired := e.fired[:0]
 	for len(e.timers) > 0 && !now.Before(e.timers[0].at) {
-		t := heap.Pop(&e.timers).(timerEntry)
+		t := e.timers.pop()
 		c := t.c
 		if !t.at.Equal(c.heapAt) || e.conns[c.cid] != c {
 			continue // stale: superseded by an earlier entry, or the connection is gone
@@ -87,7 +112,7 @@ func (e *Endpoint) Deadline() time.Time {
 		if t.at.Equal(t.c.heapAt) && e.conns[t.c.cid] == t.c {
 			return t.at
 		}
-		heap.Pop(&e.timers) // stale
+		e.timers.pop() // stale
 	}
 	return time.Time{}
 }
