@@ -100,7 +100,7 @@ type Agent struct {
 	stop       chan struct{}
 	done       chan struct{}
 
-	handlers atomic.Pointer[map[string]HandlerFunc] // copied on write: read on every call
+	handlers atomic.Pointer[map[string]handler] // copied on write: read on every call
 
 	pmu     sync.Mutex
 	pending map[uint64]*outCall // requests waiting for their reply, by message ID
@@ -155,7 +155,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		known: map[wire.UUID]wire.DiscoveredAgent{}, direct: map[wire.UUID]*transport.Conn{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	a.handlers.Store(&map[string]HandlerFunc{})
+	a.handlers.Store(&map[string]handler{})
 	return a, nil
 }
 
@@ -167,16 +167,34 @@ func (a *Agent) ID() wire.UUID { return a.cfg.ID }
 // Start returned.
 func (a *Agent) URL() string { return FormatURL(a.cfg.Identity.Public, a.endpoint(), a.cfg.ID) }
 
-// Handle serves calls to method.
-func (a *Agent) Handle(method string, fn HandlerFunc) {
+type handler struct {
+	fn     HandlerFunc
+	inline bool
+}
+
+// Handle serves calls to method, each on a goroutine of its own.
+func (a *Agent) Handle(method string, fn HandlerFunc) { a.setHandler(method, handler{fn: fn}) }
+
+// HandleInline serves calls to method on the goroutine that received them
+// (the dataplane shard's), with no goroutine started and no hand-over back
+// to the shard for the reply: the lowest latency a handler can have. fn must
+// be short and must never block (no I/O, no locks held for long, no calls
+// to other agents: a call's reply would have to come through the very
+// shard fn is holding up); while it runs, every other message on the shard
+// waits. Use Handle for anything else.
+func (a *Agent) HandleInline(method string, fn HandlerFunc) {
+	a.setHandler(method, handler{fn: fn, inline: true})
+}
+
+func (a *Agent) setHandler(method string, h handler) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := *a.handlers.Load()
-	hs := make(map[string]HandlerFunc, len(old)+1)
+	hs := make(map[string]handler, len(old)+1)
 	for k, v := range old {
 		hs[k] = v
 	}
-	hs[method] = fn
+	hs[method] = h
 	a.handlers.Store(&hs)
 }
 
@@ -449,16 +467,22 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call data")
 		return
 	}
-	fn := (*a.handlers.Load())[method]
-	if fn == nil {
+	hd := (*a.handlers.Load())[method]
+	if hd.fn == nil {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeNotFound, "no method "+method)
 		return
 	}
 	ic := inCallPool.Get().(*inCall)
-	ic.a, ic.sh, ic.c, ic.fn, ic.timeout = a, sh, c, fn, call.TimeoutSeconds
+	ic.a, ic.sh, ic.c, ic.fn, ic.timeout = a, sh, c, hd.fn, call.TimeoutSeconds
+	if hd.inline {
+		ic.req = Request{Method: method, Body: body, TraceID: m.TraceID, MessageID: m.MessageID}
+		ic.serve()
+		ic.send(time.Time{})
+		return
+	}
 	ic.body = append(ic.body[:0], body...)
 	ic.req = Request{Method: method, Body: ic.body, TraceID: m.TraceID, MessageID: m.MessageID}
-	go ic.serve()
+	go ic.asyncFn()
 }
 
 // inCall is one call an agent serves: pooled, so serving a call costs no
@@ -474,6 +498,13 @@ type inCall struct {
 	reply   wire.Message
 	rbuf    []byte // reply.Payload's storage
 	sendFn  func(time.Time)
+	asyncFn func() // serveAsync
+}
+
+// serveAsync is a handler goroutine: serve, then hand the reply to the shard.
+func (ic *inCall) serveAsync() {
+	ic.serve()
+	ic.sh.do(ic.sendFn)
 }
 
 var inCallPool sync.Pool
@@ -481,13 +512,12 @@ var inCallPool sync.Pool
 func init() {
 	inCallPool.New = func() any {
 		ic := &inCall{}
-		ic.sendFn = ic.send
+		ic.sendFn, ic.asyncFn = ic.send, ic.serveAsync
 		return ic
 	}
 }
 
-// serve runs the handler on its own goroutine and hands the reply to the
-// shard.
+// serve runs the handler and encodes its reply.
 func (ic *inCall) serve() {
 	ctx := WithTrace(context.Background(), ic.req.TraceID)
 	if ic.timeout > 0 {
@@ -516,21 +546,20 @@ func (ic *inCall) serve() {
 		panic("mesh: encoding a reply: " + err.Error())
 	}
 	ic.reply.Payload = ic.rbuf
-	ic.sh.do(ic.sendFn)
 }
 
 // send runs on the shard: the transport copies the reply, so the call goes
 // back to the pool.
 func (ic *inCall) send(time.Time) {
 	ic.sh.send(ic.c, &ic.reply)
-	body, rbuf, sendFn := ic.body, ic.rbuf, ic.sendFn
+	body, rbuf, sendFn, asyncFn := ic.body, ic.rbuf, ic.sendFn, ic.asyncFn
 	if cap(body) > 64<<10 {
 		body = nil
 	}
 	if cap(rbuf) > 64<<10 {
 		rbuf = nil
 	}
-	*ic = inCall{body: body[:0], rbuf: rbuf[:0], sendFn: sendFn}
+	*ic = inCall{body: body[:0], rbuf: rbuf[:0], sendFn: sendFn, asyncFn: asyncFn}
 	inCallPool.Put(ic)
 }
 

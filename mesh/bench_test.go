@@ -13,6 +13,7 @@ func BenchmarkCalls64(b *testing.B) {
 	defer tm.node.Close()
 	srv := tm.agent("srv", "echo")
 	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
 	cli := tm.agent("cli")
 	ctx := context.Background()
 	for _, a := range []*Agent{srv, cli} {
@@ -48,6 +49,7 @@ func BenchmarkCallSequential(b *testing.B) {
 	defer tm.node.Close()
 	srv := tm.agent("srv", "echo")
 	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
 	cli := tm.agent("cli")
 	ctx := context.Background()
 	for _, a := range []*Agent{srv, cli} {
@@ -117,6 +119,7 @@ func BenchmarkCallsDirect64(b *testing.B) {
 	defer tm.node.Close()
 	srv := tm.agent("srv", "echo")
 	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
 	cli := tm.agent("cli")
 	cli.cfg.Direct = true
 	ctx := context.Background()
@@ -133,32 +136,35 @@ func BenchmarkCallsDirect64(b *testing.B) {
 	if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
 		b.Fatal(err)
 	}
-	s0 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
-	b.ReportAllocs()
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	per := b.N/64 + 1
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range per {
-				if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
-					b.Error(err)
-					return
-				}
+	for _, method := range []string{"echo", "echo-inline"} {
+		b.Run(method, func(b *testing.B) {
+			s0 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
+			b.ReportAllocs()
+			var wg sync.WaitGroup
+			per := b.N/64 + 1
+			for range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range per {
+						if _, err := cli.Call(ctx, srv.ID(), method, payload); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
 			}
-		}()
+			wg.Wait()
+			b.StopTimer()
+			s1 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
+			calls := float64(per * 64)
+			b.ReportMetric(calls/b.Elapsed().Seconds(), "calls/s")
+			b.ReportMetric(float64(s1.TxPackets-s0.TxPackets)/calls, "txpkts/call")
+			b.ReportMetric(float64(s1.TxCalls-s0.TxCalls)/calls, "sendcalls/call")
+			b.ReportMetric(float64(s1.RxCalls-s0.RxCalls)/calls, "recvcalls/call")
+			b.ReportMetric(float64(s1.Wakeups-s0.Wakeups)/calls, "wakeups/call")
+		})
 	}
-	wg.Wait()
-	b.StopTimer()
-	s1 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
-	calls := float64(per * 64)
-	b.ReportMetric(calls/b.Elapsed().Seconds(), "calls/s")
-	b.ReportMetric(float64(s1.TxPackets-s0.TxPackets)/calls, "txpkts/call")
-	b.ReportMetric(float64(s1.TxCalls-s0.TxCalls)/calls, "sendcalls/call")
-	b.ReportMetric(float64(s1.RxCalls-s0.RxCalls)/calls, "recvcalls/call")
-	b.ReportMetric(float64(s1.Wakeups-s0.Wakeups)/calls, "wakeups/call")
 }
 
 // BenchmarkCallDirectSequential: 1 KiB calls one after another, agent ->
@@ -168,6 +174,7 @@ func BenchmarkCallDirectSequential(b *testing.B) {
 	defer tm.node.Close()
 	srv := tm.agent("srv", "echo")
 	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
 	cli := tm.agent("cli")
 	cli.cfg.Direct = true
 	ctx := context.Background()
@@ -184,11 +191,14 @@ func BenchmarkCallDirectSequential(b *testing.B) {
 	if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
-			b.Fatal(err)
-		}
+	for _, method := range []string{"echo", "echo-inline"} {
+		b.Run(method, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if _, err := cli.Call(ctx, srv.ID(), method, payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

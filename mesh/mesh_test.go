@@ -276,3 +276,62 @@ func TestCallCancellation(t *testing.T) {
 		t.Fatalf("call after a canceled one: %q %v", out, err)
 	}
 }
+
+// Inline handlers run on the shard: replies, errors, panics and traces
+// behave as with goroutine handlers, and many concurrent calls each get
+// their own reply (the pooled call state is not shared between calls).
+func TestHandleInline(t *testing.T) {
+	tm := newTestMesh(t)
+	srv := tm.agent("srv", "calc")
+	var traceSeen atomic.Uint64
+	srv.HandleInline("double", func(ctx context.Context, req *Request) ([]byte, error) {
+		tr, _ := TraceID(ctx)
+		traceSeen.Store(tr)
+		return append(bytes.Clone(req.Body), req.Body...), nil
+	})
+	srv.HandleInline("fail", func(context.Context, *Request) ([]byte, error) {
+		return nil, &Error{Code: wire.CodeBadRequest, Message: "no"}
+	})
+	srv.HandleInline("panic", func(context.Context, *Request) ([]byte, error) { panic("inline boom") })
+	start(t, srv)
+	cli := tm.agent("cli")
+	start(t, cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Call(WithTrace(ctx, 77), srv.ID(), "double", []byte("ab"))
+	if err != nil || string(resp) != "abab" || traceSeen.Load() != 77 {
+		t.Fatalf("inline call: %q %v, trace %d", resp, err, traceSeen.Load())
+	}
+	var me *Error
+	if _, err := cli.Call(ctx, srv.ID(), "fail", nil); !errors.As(err, &me) || me.Code != wire.CodeBadRequest || me.Message != "no" {
+		t.Fatalf("inline error: %v", err)
+	}
+	if _, err := cli.Call(ctx, srv.ID(), "panic", nil); !errors.As(err, &me) || me.Code != wire.CodeInternal {
+		t.Fatalf("inline panic: %v", err)
+	}
+	errs := make(chan error, 32)
+	for i := range 32 {
+		go func() {
+			for j := range 50 {
+				body := []byte(fmt.Sprintf("%02d-%02d", i, j))
+				resp, err := cli.Call(ctx, srv.ID(), "double", body)
+				if err == nil && string(resp) != string(body)+string(body) {
+					err = fmt.Errorf("reply %q to %q", resp, body)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 32 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := srv.Stats(); st.Served != 3+32*50 || st.HandlerPanics != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
