@@ -164,6 +164,7 @@ type Endpoint struct {
 	fired      []*Conn
 	handshakes int
 	stats      EndpointStats
+	pinShard   int // shard byte of the connection IDs Dial chooses; -1: by Config.Shard
 }
 
 // NewEndpoint returns an endpoint that accepts connections (as a
@@ -177,7 +178,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Endpoint{cfg: cfg, responder: r, conns: map[uint64]*Conn{}}, nil
+	return &Endpoint{cfg: cfg, responder: r, conns: map[uint64]*Conn{}, pinShard: -1}, nil
 }
 
 // Stats returns the endpoint's counters.
@@ -194,6 +195,34 @@ func (e *Endpoint) Conns() []*Conn {
 	}
 	return out
 }
+
+// UseHandshakeCaches makes the endpoint's handshakes, as initiator and as
+// responder, use static (the static-static DH per peer) and pool (ephemeral
+// key pairs generated ahead of time, refilled by the caller); either may be
+// nil. The endpoint keeps its own copy of Config.Crypto with them set: the
+// caller's Config is not modified. Call it before the endpoint's first
+// handshakes (it starts a new responder, so cookies handed out before are no
+// longer accepted), from the endpoint's goroutine.
+func (e *Endpoint) UseHandshakeCaches(static *crypto.StaticSecretCache, pool *crypto.EphemeralPool) error {
+	cc := *e.cfg.Crypto
+	cc.StaticCache, cc.Ephemerals = static, pool
+	r, err := crypto.NewResponder(&cc)
+	if err != nil {
+		return err
+	}
+	e.cfg.Crypto, e.responder = &cc, r
+	return nil
+}
+
+// PinDialShard makes the connection IDs Dial chooses carry b as their shard
+// byte (wire.ConnIDShardOffset), whatever this endpoint's own shard. An
+// endpoint that dials many connections to one peer from one socket needs
+// it: the peer steers datagrams to its shards by that byte, and a backend
+// may send consecutive equal-sized datagrams to one address as one GSO
+// message, which the receiving kernel steers as a whole by its first
+// datagram's byte; with one byte for all, every connection stays on the
+// shard that took its handshake. Call from the endpoint's goroutine.
+func (e *Endpoint) PinDialShard(b byte) { e.pinShard = int(b) }
 
 // Dial starts a handshake with the responder at addr whose static key is peer.
 func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Time) (*Conn, error) {
@@ -213,7 +242,9 @@ func (e *Endpoint) DialResume(addr netip.AddrPort, peer crypto.PublicKey, t *cry
 		}
 		r := binary.LittleEndian.Uint64(b[:])
 		cid := wire.MakeConnID(e.cfg.Shard, r)
-		if e.cfg.Shards <= 1 {
+		if e.pinShard >= 0 {
+			cid = wire.MakeConnID(e.pinShard, r)
+		} else if e.cfg.Shards <= 1 {
 			cid = r // any top byte steers to our only shard
 		}
 		if e.conns[cid] != nil {
