@@ -155,6 +155,7 @@ type Conn struct {
 	cryptoOut   [][]byte
 	msgOut      [scheduler.NumClasses]*Stream
 	msgIn       map[uint64]*msgReader
+	delivering  []byte // the encoded message OnMessage has (MessageBytes)
 
 	stats ConnStats
 }

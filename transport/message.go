@@ -22,16 +22,9 @@ var ErrNotEstablished = errors.New("transport: connection not established")
 // full (retry after EventStreamWritable); one message larger than the
 // buffer limit is taken when the buffer is empty.
 func (c *Conn) SendMessage(class scheduler.Class, m *wire.Message) error {
-	if c.state != stateEstablished {
-		return ErrNotEstablished
-	}
-	s := c.msgOut[class]
-	if s == nil || c.streams[s.id] != s {
-		var err error
-		if s, err = c.OpenStream(class, true); err != nil {
-			return err
-		}
-		c.msgOut[class] = s
+	s, err := c.msgStream(class)
+	if err != nil {
+		return err
 	}
 	n := wire.EncodedLen(len(m.Payload))
 	if len(s.buf) > 0 && len(s.buf)+n > c.cfg.StreamSendBuffer {
@@ -46,6 +39,87 @@ func (c *Conn) SendMessage(class scheduler.Class, m *wire.Message) error {
 	c.streamReady(s)
 	return nil
 }
+
+// ErrBadEncoding refuses SendEncoded input that is not whole MXP messages.
+var ErrBadEncoding = errors.New("transport: not a sequence of whole encoded MXP messages")
+
+// SendEncoded queues messages encoded already (wire.AppendMessage's output,
+// back to back) on the connection's message stream of class, copying them:
+// a batch costs one call instead of one per message, and a message relayed
+// as it arrived (MessageBytes) is not encoded again. It takes whole
+// messages in order while they fit the stream's send buffer (the first one
+// always fits an empty buffer) and returns the bytes taken, with
+// ErrWouldBlock when that is less than len(b) (send the rest after
+// EventStreamWritable). b must be whole messages: only the framing (magic
+// and payload lengths) is checked here, as the peer checks the rest; b is
+// refused with ErrBadEncoding, taking nothing, when it is not.
+func (c *Conn) SendEncoded(class scheduler.Class, b []byte) (int, error) {
+	if !wholeMessages(b) {
+		return 0, ErrBadEncoding
+	}
+	s, err := c.msgStream(class)
+	if err != nil {
+		return 0, err
+	}
+	n := len(b)
+	if room := c.cfg.StreamSendBuffer - len(s.buf); n > room {
+		n = 0
+		for n < len(b) {
+			m := wire.EncodedLen(int(binary.LittleEndian.Uint64(b[n+24:])))
+			if n+m > room && (n > 0 || len(s.buf) > 0) {
+				break
+			}
+			n += m
+		}
+	}
+	if n > 0 {
+		s.reserve(n)
+		s.buf = append(s.buf, b[:n]...)
+		c.streamReady(s)
+	}
+	if n < len(b) {
+		return n, ErrWouldBlock
+	}
+	return n, nil
+}
+
+// wholeMessages reports whether b is a sequence of complete encoded
+// messages by their framing.
+func wholeMessages(b []byte) bool {
+	for off := 0; off < len(b); {
+		if len(b)-off < wire.MinMessageSize || binary.LittleEndian.Uint32(b[off:]) != wire.Magic {
+			return false
+		}
+		plen := binary.LittleEndian.Uint64(b[off+24:])
+		if plen > wire.MaxPayloadSize || uint64(len(b)-off) < uint64(wire.EncodedLen(int(plen))) {
+			return false
+		}
+		off += wire.EncodedLen(int(plen))
+	}
+	return true
+}
+
+// msgStream returns the connection's outgoing message stream of class,
+// opening it on first use.
+func (c *Conn) msgStream(class scheduler.Class) (*Stream, error) {
+	if c.state != stateEstablished {
+		return nil, ErrNotEstablished
+	}
+	s := c.msgOut[class]
+	if s == nil || c.streams[s.id] != s {
+		var err error
+		if s, err = c.OpenStream(class, true); err != nil {
+			return nil, err
+		}
+		c.msgOut[class] = s
+	}
+	return s, nil
+}
+
+// MessageBytes returns the encoded form of the message being handed to
+// OnMessage (valid during that call only), nil at any other time: what a
+// relay passes on unchanged to SendEncoded.
+func (c *Conn) MessageBytes() []byte { return c.delivering }
 
 // msgReader reassembles the messages of one incoming message stream.
 type msgReader struct {
@@ -104,7 +178,9 @@ func (c *Conn) deliver(b []byte) error {
 		return &CloseError{Code: CodeProtocolViolation, Reason: "bad MXP message: " + err.Error()}
 	}
 	if c.cfg.OnMessage != nil {
+		c.delivering = b
 		c.cfg.OnMessage(c, m)
+		c.delivering = nil
 	}
 	*m = wire.Message{}
 	return nil

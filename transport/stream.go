@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/mxp-dataplane/mxp/scheduler"
 	"github.com/mxp-dataplane/mxp/wire"
@@ -18,6 +19,7 @@ type Stream struct {
 	// acknowledged, inside backing, which is reused once they are.
 	buf        []byte
 	backing    []byte
+	box        *[]byte  // the bigSendBufs box backing came in, if any
 	sendBase   uint64   // lowest unacknowledged offset
 	sendNext   uint64   // next offset never sent
 	retrans    rangeSet // lost ranges to send again
@@ -87,16 +89,52 @@ func (s *Stream) Write(p []byte) (int, error) {
 
 // reserve makes room for n more bytes in buf without reallocating on every
 // append: the unacknowledged bytes move to the front of backing when they
-// fit, else to a backing twice as large.
+// fit, else to a backing twice as large (or a big one a drained stream
+// gave back).
 func (s *Stream) reserve(n int) {
 	if cap(s.buf)-len(s.buf) >= n {
 		return
 	}
 	need := len(s.buf) + n
 	if cap(s.backing) < need {
-		s.backing = make([]byte, 0, max(2*need, 4096))
+		old, oldBox := s.backing, s.box
+		s.backing, s.box = nil, nil
+		if p, _ := bigSendBufs.Get().(*[]byte); p != nil {
+			if cap(*p) >= need {
+				s.backing, s.box = (*p)[:0], p
+				*p = nil
+			} else {
+				*p = nil // too small: the garbage collector's
+			}
+		}
+		if s.backing == nil {
+			s.backing = make([]byte, 0, max(2*need, 4096))
+		}
+		s.buf = append(s.backing, s.buf...)
+		putBigSendBuf(old, oldBox)
+		return
 	}
 	s.buf = append(s.backing[:0], s.buf...)
+}
+
+// keepSendBuf is the largest send buffer a drained stream keeps: a larger
+// one goes back to bigSendBufs, so an idle stream holds little memory
+// while a busy one does not allocate a new buffer after every drain.
+const keepSendBuf = 64 << 10
+
+// bigSendBufs holds *[]byte (empty, capacity over keepSendBuf) that
+// drained streams gave back; a stream keeps the box of the one it took.
+var bigSendBufs sync.Pool
+
+func putBigSendBuf(b []byte, box *[]byte) {
+	if cap(b) <= keepSendBuf {
+		return
+	}
+	if box == nil {
+		box = new([]byte)
+	}
+	*box = b[:0]
+	bigSendBufs.Put(box)
 }
 
 // Close ends the sending side: the peer reads FIN after the data written.
@@ -291,8 +329,9 @@ func (s *Stream) onAcked(off, n uint64, fin bool) {
 		s.acked.removeBelow(nb)
 		if len(s.buf) == 0 {
 			s.buf = s.backing[:0]
-			if cap(s.backing) > 64<<10 {
-				s.buf, s.backing = nil, nil // an idle stream keeps no big buffer
+			if cap(s.backing) > keepSendBuf { // an idle stream keeps no big buffer
+				putBigSendBuf(s.backing, s.box)
+				s.buf, s.backing, s.box = nil, nil, nil
 			}
 		}
 		s.conn.writable(s)
