@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -256,5 +257,56 @@ func TestClientsShareHostAndClose(t *testing.T) {
 	}
 	if err := cs[0].Close(); err != nil {
 		t.Fatal("second Close:", err)
+	}
+}
+
+// BenchmarkClientSetup is the compare harness's setup workload in-process:
+// Dial, one 64-byte call, Close. x25519/op counts the scalar
+// multiplications of both sides (client and node or agent).
+func BenchmarkClientSetup(b *testing.B) {
+	for _, via := range []string{"direct", "node"} {
+		b.Run(via, func(b *testing.B) {
+			id, err := crypto.GenerateIdentity(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			node, err := StartNode(NodeConfig{HostConfig: HostConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Identity: id, Backend: "portable", Shards: 2}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer node.Close()
+			srv, err := NewAgent(AgentConfig{Name: "server", Node: node.URL(), Backend: "portable"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) {
+				return append([]byte(nil), r.Body...), nil
+			})
+			if err := srv.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			url := srv.URL()
+			if via == "node" {
+				url = FormatURL(node.PublicKey(), node.Addr(), srv.ID())
+			}
+			ctx := context.Background()
+			body := make([]byte, 64)
+			x0 := crypto.X25519Operations()
+			b.ResetTimer()
+			for range b.N {
+				c, err := Dial(ctx, url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Call(ctx, "echo", body); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				c.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(crypto.X25519Operations()-x0)/float64(b.N), "x25519/op")
+		})
 	}
 }

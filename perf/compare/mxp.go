@@ -10,24 +10,29 @@ import (
 
 	"github.com/mxp-dataplane/mxp/crypto"
 	"github.com/mxp-dataplane/mxp/mesh"
-	"github.com/mxp-dataplane/mxp/wire"
 )
 
 // The MXP systems, one per dataplane backend: a mesh node on 127.0.0.1 with
 // that backend, a server agent that handles "echo" (returns the request) and
-// the "tokens" stream, and one client agent per Dial. In mxp-<backend>,
-// calls go through the node: client agent → node → server agent and back,
-// each hop an encrypted MXP connection. In mxp-<backend>-direct, the client
-// agent discovers the server agent and calls it over its own connection, one
-// hop, as gRPC and QUIC do; both agents then use the backend. A backend the
-// machine cannot run (io_uring or AF_XDP unavailable) is reported as skipped
-// with the node's reason.
+// the "tokens" stream, and one mesh.Client per Dial (mesh.Dial: one
+// handshake on the process's shared client host, no registration). In
+// mxp-<backend>, calls go through the node: the client dials the node's URL
+// with the server agent's ID, client → node → server agent and back, each
+// hop an encrypted MXP connection. In mxp-<backend>-direct, the client dials
+// the server agent's own URL and calls it over that connection, one hop, as
+// gRPC and QUIC do; the server agent then uses the backend. The stream
+// workload needs an Agent (a Client has no streams): one client agent,
+// started in Setup, opens the stream. A backend the machine cannot run
+// (io_uring or AF_XDP unavailable) is reported as skipped with the node's
+// reason.
 type mxpSystem struct {
 	name    string
 	backend string // dataplane backend: "portable", "uring" or "xdp"
 	direct  bool
 	node    *mesh.Node
 	server  *mesh.Agent
+	streams *mesh.Agent // opens the stream workload's stream
+	url     string      // what Dial dials
 }
 
 func init() {
@@ -101,11 +106,23 @@ func (s *mxpSystem) Setup(ctx context.Context) error {
 		return fmt.Errorf("server agent: %w", err)
 	}
 	s.server = srv
+	s.url = mesh.FormatURL(node.PublicKey(), node.Addr(), srv.ID())
+	if s.direct {
+		s.url = srv.URL()
+	}
+	if err := s.startStreamer(ctx); err != nil {
+		srv.Close()
+		node.Close()
+		return fmt.Errorf("client agent: %w", err)
+	}
 	return nil
 }
 
 func (s *mxpSystem) Teardown() error {
-	err := s.server.Close()
+	err := s.streams.Close()
+	if e := s.server.Close(); err == nil {
+		err = e
+	}
 	if e := s.node.Close(); err == nil {
 		err = e
 	}
@@ -113,45 +130,59 @@ func (s *mxpSystem) Teardown() error {
 }
 
 type mxpClient struct {
-	a      *mesh.Agent
-	target wire.UUID
+	c   *mesh.Client
+	sys *mxpSystem
 }
 
+// Dial is mesh.Dial: one handshake with the node (or, direct, with the
+// server agent) on the process's shared client host.
 func (s *mxpSystem) Dial(ctx context.Context) (Client, error) {
-	a, err := mesh.NewAgent(mesh.AgentConfig{Name: "compare-client", Node: s.node.URL(),
-		HeartbeatInterval: mxpHeartbeat, Backend: s.agentBackend(), Direct: s.direct})
+	c, err := mesh.Dial(ctx, s.url)
 	if err != nil {
 		return nil, err
 	}
+	return &mxpClient{c: c, sys: s}, nil
+}
+
+// startStreamer starts the agent that opens streams: registered with the
+// node and, direct, having discovered the server agent, as a client agent
+// used to be.
+func (s *mxpSystem) startStreamer(ctx context.Context) error {
+	a, err := mesh.NewAgent(mesh.AgentConfig{Name: "compare-client", Node: s.node.URL(),
+		HeartbeatInterval: mxpHeartbeat, Backend: s.agentBackend(), Direct: s.direct})
+	if err != nil {
+		return err
+	}
 	if err := a.Start(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if s.direct {
-		// Discovery gives the server agent's endpoint and key; the first
-		// call then dials it.
 		found, err := a.Discover(ctx, "echo")
 		if err == nil && (len(found) != 1 || found[0].ID != s.server.ID()) {
 			err = fmt.Errorf("discover found %d agents, not the server", len(found))
 		}
 		if err != nil {
 			a.Close()
-			return nil, err
+			return err
 		}
 	}
-	return &mxpClient{a: a, target: s.server.ID()}, nil
+	s.streams = a
+	return nil
 }
 
 func (c *mxpClient) Call(ctx context.Context, req []byte) ([]byte, error) {
-	return c.a.Call(ctx, c.target, "echo", req)
+	return c.c.Call(ctx, "echo", req)
 }
 
 func (c *mxpClient) Stream(ctx context.Context, n int) (int, error) {
-	st, err := c.a.OpenStream(ctx, c.target, "tokens", binary.LittleEndian.AppendUint64(nil, uint64(n)))
+	a := c.sys.streams
+	st, err := a.OpenStream(ctx, c.sys.server.ID(), "tokens", binary.LittleEndian.AppendUint64(nil, uint64(n)))
 	if err != nil {
 		return 0, err
 	}
-	// Recv has no context: when ctx ends, closing the agent fails the stream.
-	stop := context.AfterFunc(ctx, func() { c.a.Close() })
+	// Recv has no context: when ctx ends, closing the agent fails the
+	// stream (it is not used again: the stream workload runs once).
+	stop := context.AfterFunc(ctx, func() { a.Close() })
 	defer stop()
 	got := 0
 	for got < n {
@@ -171,4 +202,4 @@ func (c *mxpClient) Stream(ctx context.Context, n int) (int, error) {
 	return got, nil
 }
 
-func (c *mxpClient) Close() error { return c.a.Close() }
+func (c *mxpClient) Close() error { return c.c.Close() }
