@@ -519,12 +519,12 @@ func init() {
 
 // serve runs the handler and encodes its reply.
 func (ic *inCall) serve() {
-	ctx := WithTrace(context.Background(), ic.req.TraceID)
+	var deadline time.Time
 	if ic.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ic.timeout)*time.Second)
-		defer cancel()
+		deadline = time.Now().Add(time.Duration(ic.timeout) * time.Second)
 	}
+	ctx := newHandlerCtx(ic.req.TraceID, deadline)
+	defer ctx.end(context.Canceled)
 	out, err := ic.a.runHandler(ctx, ic.fn, &ic.req)
 	ic.a.nServed.Add(1)
 	id := ic.req.MessageID

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,10 @@ import (
 	"github.com/mxp-dataplane/mxp/crypto"
 	"github.com/mxp-dataplane/mxp/wire"
 )
+
+// testBusyPoll is the agents' busy polling, from MXP_TEST_BUSYPOLL (a
+// duration; benchmarks compare with and without).
+var testBusyPoll, _ = time.ParseDuration(os.Getenv("MXP_TEST_BUSYPOLL"))
 
 type testMesh struct {
 	t    *testing.T
@@ -44,7 +49,7 @@ func newTestMesh(t *testing.T) *testMesh {
 
 func (tm *testMesh) agent(name string, caps ...string) *Agent {
 	tm.t.Helper()
-	a, err := NewAgent(AgentConfig{Name: name, Capabilities: caps, Node: tm.node.URL(), HeartbeatInterval: 200 * time.Millisecond, Backend: "portable"})
+	a, err := NewAgent(AgentConfig{Name: name, Capabilities: caps, Node: tm.node.URL(), HeartbeatInterval: 200 * time.Millisecond, Backend: "portable", BusyPoll: testBusyPoll})
 	if err != nil {
 		tm.t.Fatal(err)
 	}

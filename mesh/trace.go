@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"sync"
+	"time"
 )
 
 // Trace IDs: every root call gets a fresh random 64-bit trace ID; a handler's
@@ -50,4 +52,83 @@ func OpenTelemetryIDs(traceID, messageID uint64) (trace [16]byte, span [8]byte) 
 	binary.BigEndian.PutUint64(trace[8:], traceID)
 	binary.BigEndian.PutUint64(span[:], messageID)
 	return trace, span
+}
+
+// handlerCtx is the context a handler serves a call in: it carries the
+// call's trace ID and deadline and ends when the handler returns. It makes
+// its Done channel, and the timer behind a deadline, only when asked for
+// Done: most handlers never are, and context.WithValue + WithTimeout cost
+// several allocations and a runtime timer per call.
+type handlerCtx struct {
+	trace    uint64
+	deadline time.Time // zero: none
+
+	mu    sync.Mutex
+	done  chan struct{}
+	timer *time.Timer
+	err   error
+}
+
+func newHandlerCtx(trace uint64, deadline time.Time) *handlerCtx {
+	return &handlerCtx{trace: trace, deadline: deadline}
+}
+
+func (c *handlerCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
+
+func (c *handlerCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		c.expireLocked()
+		if c.err != nil {
+			close(c.done)
+		} else if !c.deadline.IsZero() {
+			c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.end(context.DeadlineExceeded) })
+		}
+	}
+	return c.done
+}
+
+func (c *handlerCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil && c.expireLocked() && c.done != nil {
+		close(c.done)
+		c.timer.Stop()
+	}
+	return c.err
+}
+
+func (c *handlerCtx) Value(key any) any {
+	if key == (traceKey{}) {
+		return c.trace
+	}
+	return nil
+}
+
+// expireLocked sets the deadline's error once it passed, and reports
+// whether it did so now.
+func (c *handlerCtx) expireLocked() bool {
+	if c.err == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		c.err = context.DeadlineExceeded
+		return true
+	}
+	return false
+}
+
+// end ends the context with err (context.Canceled when the handler returned).
+func (c *handlerCtx) end(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	if c.done != nil {
+		close(c.done)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 }
