@@ -155,6 +155,7 @@ type Endpoint struct {
 	responder  *crypto.Responder
 	conns      map[uint64]*Conn
 	active     []*Conn // connections that may have something to send
+	activeBuf  []*Conn // active's array from its start, reused
 	events     []Event
 	evHead     int
 	ackScratch []wire.AckRange
@@ -391,6 +392,7 @@ func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
 	// per turn (long enough runs for GSO, short enough to be fair).
 	for turns := len(e.active); turns > 0 && len(e.active) > 0 && n < len(out); turns-- {
 		c := e.active[0]
+		e.active[0] = nil
 		e.active = e.active[1:]
 		c.activeFlag = false
 		sent := 0
@@ -409,7 +411,7 @@ func (e *Endpoint) Transmit(out []Packet, now time.Time) int {
 		e.schedule(c)
 	}
 	if len(e.active) == 0 {
-		e.active = e.active[:0:0] // let the backing array go when idle
+		e.active = e.activeBuf[:0] // the queue starts over at the front of its array
 	}
 	return n
 }
@@ -439,6 +441,9 @@ func (e *Endpoint) wantSend(c *Conn) {
 	if !c.activeFlag && c.state != stateClosed {
 		c.activeFlag = true
 		e.active = append(e.active, c)
+		if cap(e.active) > cap(e.activeBuf) {
+			e.activeBuf = e.active[:0] // grown: keep the larger array
+		}
 	}
 }
 
