@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -298,16 +297,8 @@ func sharedClientHost(v4 bool) (*clientHost, error) {
 		return nil, fmt.Errorf("mesh: client host: %w", err)
 	}
 	ch.h, ch.sh = h, h.shards[0]
-	// One shard byte for every connection this host dials: they share one
-	// socket, so a GSO send may carry datagrams of several of them to a
-	// node, whose kernel steers the whole message by its first datagram's
-	// connection ID; with one byte they all live on the same node shard.
-	// A random byte per process spreads processes over the node's shards.
-	var b [1]byte
-	rand.Read(b[:])
 	// Queued before any Dial's command, so every handshake uses them.
 	ch.sh.do(func(time.Time) {
-		ch.sh.ep.PinDialShard(b[0])
 		_ = ch.sh.ep.UseHandshakeCaches(ch.cache, ch.pool)
 	})
 	go ch.refill()

@@ -165,7 +165,6 @@ type Endpoint struct {
 	fired      []*Conn
 	handshakes int
 	stats      EndpointStats
-	pinShard   int // shard byte of the connection IDs Dial chooses; -1: by Config.Shard
 }
 
 // NewEndpoint returns an endpoint that accepts connections (as a
@@ -179,7 +178,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Endpoint{cfg: cfg, responder: r, conns: map[uint64]*Conn{}, pinShard: -1}, nil
+	return &Endpoint{cfg: cfg, responder: r, conns: map[uint64]*Conn{}}, nil
 }
 
 // Stats returns the endpoint's counters.
@@ -215,16 +214,6 @@ func (e *Endpoint) UseHandshakeCaches(static *crypto.StaticSecretCache, pool *cr
 	return nil
 }
 
-// PinDialShard makes the connection IDs Dial chooses carry b as their shard
-// byte (wire.ConnIDShardOffset), whatever this endpoint's own shard. An
-// endpoint that dials many connections to one peer from one socket needs
-// it: the peer steers datagrams to its shards by that byte, and a backend
-// may send consecutive equal-sized datagrams to one address as one GSO
-// message, which the receiving kernel steers as a whole by its first
-// datagram's byte; with one byte for all, every connection stays on the
-// shard that took its handshake. Call from the endpoint's goroutine.
-func (e *Endpoint) PinDialShard(b byte) { e.pinShard = int(b) }
-
 // Dial starts a handshake with the responder at addr whose static key is peer.
 func (e *Endpoint) Dial(addr netip.AddrPort, peer crypto.PublicKey, now time.Time) (*Conn, error) {
 	return e.DialResume(addr, peer, nil, nil, now)
@@ -243,9 +232,7 @@ func (e *Endpoint) DialResume(addr netip.AddrPort, peer crypto.PublicKey, t *cry
 		}
 		r := binary.LittleEndian.Uint64(b[:])
 		cid := wire.MakeConnID(e.cfg.Shard, r)
-		if e.pinShard >= 0 {
-			cid = wire.MakeConnID(e.pinShard, r)
-		} else if e.cfg.Shards <= 1 {
+		if e.cfg.Shards <= 1 {
 			cid = r // any top byte steers to our only shard
 		}
 		if e.conns[cid] != nil {

@@ -41,16 +41,3 @@ func TestUseHandshakeCaches(t *testing.T) {
 		}
 	}
 }
-
-// PinDialShard: every connection ID the endpoint dials carries the pinned
-// shard byte, and such connections handshake as usual.
-func TestPinDialShard(t *testing.T) {
-	tn := newTestNet(t, 8, clean, clean, nil)
-	tn.a.ep.PinDialShard(0xA7)
-	for range 5 {
-		ca, _ := tn.dial()
-		if ca.cid>>56 != 0xA7 {
-			t.Fatalf("connection ID %#x: shard byte not pinned", ca.cid)
-		}
-	}
-}

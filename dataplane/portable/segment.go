@@ -1,6 +1,9 @@
 package portable
 
-import "github.com/mxp-dataplane/mxp/dataplane"
+import (
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/wire"
+)
 
 // Limits of one UDP GSO send, as the kernel enforces them.
 const (
@@ -15,17 +18,22 @@ const (
 // gsoRun returns the end of the longest run pkts[start:end] that the kernel
 // can send as one UDP GSO message: one destination, every datagram but the
 // last exactly as long as the first (the segment size), the last no longer,
-// at most maxSegs datagrams and maxBytes bytes. A run always holds at least
-// pkts[start]; an empty first datagram makes a run of one.
+// at most maxSegs datagrams and maxBytes bytes, and one shard byte: the
+// receiver's SO_REUSEPORT program steers a GSO message that loopback or GRO
+// delivers whole by its first datagram's connection-ID shard byte, so
+// datagrams of connections on different shards must not share a message.
+// A run always holds at least pkts[start]; an empty first datagram makes a
+// run of one.
 func gsoRun(pkts []dataplane.Packet, start, maxSegs, maxBytes int) int {
 	seg := len(pkts[start].Buf)
 	end, total := start+1, seg
 	if seg == 0 {
 		return end
 	}
+	shard := shardByte(pkts[start].Buf)
 	for end < len(pkts) && end-start < maxSegs {
 		n := len(pkts[end].Buf)
-		if pkts[end].Addr != pkts[start].Addr || n > seg || n == 0 || total+n > maxBytes {
+		if pkts[end].Addr != pkts[start].Addr || n > seg || n == 0 || total+n > maxBytes || shardByte(pkts[end].Buf) != shard {
 			break
 		}
 		end, total = end+1, total+n
@@ -34,6 +42,15 @@ func gsoRun(pkts []dataplane.Packet, start, maxSegs, maxBytes int) int {
 		}
 	}
 	return end
+}
+
+// shardByte is the byte the receiver steers a datagram by, or -1 for a
+// datagram too short to have one.
+func shardByte(b []byte) int {
+	if len(b) <= wire.ConnIDShardOffset {
+		return -1
+	}
+	return int(b[wire.ConnIDShardOffset])
 }
 
 // groSegment returns the datagram at off in a receive buffer b that the

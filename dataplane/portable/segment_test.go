@@ -35,6 +35,9 @@ func TestGSOCoalesceThenGROSplit(t *testing.T) {
 			for j := range b {
 				b[j] = byte(i*31 + j)
 			}
+			if size > 7 {
+				b[7] = byte(rapid.IntRange(0, 2).Draw(t, "shard")) // a few shards, often equal
+			}
 			pkts[i] = dataplane.Packet{Buf: b, Addr: rapid.SampledFrom(dests).Draw(t, "dest")}
 		}
 		var got []dataplane.Packet
@@ -49,6 +52,9 @@ func TestGSOCoalesceThenGROSplit(t *testing.T) {
 				p := pkts[i]
 				if p.Addr != pkts[start].Addr {
 					t.Fatalf("run %d..%d mixes destinations", start, end)
+				}
+				if shardByte(p.Buf) != shardByte(pkts[start].Buf) {
+					t.Fatalf("run %d..%d mixes connection-ID shard bytes: the receiver would steer it whole to one shard", start, end)
 				}
 				if i < end-1 && len(p.Buf) != seg || len(p.Buf) > seg {
 					t.Fatalf("run %d..%d: datagram %d has %d bytes, segment size %d", start, end, i, len(p.Buf), seg)
@@ -105,6 +111,12 @@ func TestGSORunIsMaximal(t *testing.T) {
 		if got := gsoRun(mk(c.sizes...), 0, maxGSOSegments, maxGSOBytes); got != c.want {
 			t.Errorf("sizes %v: run of %d, want %d", c.sizes[:min(len(c.sizes), 6)], got, c.want)
 		}
+	}
+	// Datagrams of connections on another shard start a new run.
+	mixed := mk(1200, 1200, 1200, 1200)
+	mixed[2].Buf[7] = 1
+	if got := gsoRun(mixed, 0, maxGSOSegments, maxGSOBytes); got != 2 {
+		t.Errorf("shard bytes 0,0,1,0: run of %d, want 2", got)
 	}
 	big := mk(make1200(60)...)
 	if got := gsoRun(big, 0, maxGSOSegments, maxGSOBytes); got != maxGSOBytes/1200 {
