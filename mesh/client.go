@@ -257,8 +257,6 @@ type clientHost struct {
 	h     *host
 	sh    *shard
 	conns map[*transport.Conn]*Client // shard goroutine only
-	pool  *crypto.EphemeralPool
-	cache *crypto.StaticSecretCache
 }
 
 var clientHosts struct {
@@ -284,11 +282,7 @@ func sharedClientHost(v4 bool) (*clientHost, error) {
 	if err != nil {
 		return nil, err
 	}
-	ch := &clientHost{
-		conns: map[*transport.Conn]*Client{},
-		pool:  crypto.NewEphemeralPool(8, nil),
-		cache: crypto.NewStaticSecretCache(0),
-	}
+	ch := &clientHost{conns: map[*transport.Conn]*Client{}}
 	h, err := startHost(HostConfig{
 		Listen: listen, Identity: id, Backend: "portable", Shards: 1,
 		Authorize: func(crypto.PublicKey) bool { return false }, // clients accept no connections
@@ -297,23 +291,8 @@ func sharedClientHost(v4 bool) (*clientHost, error) {
 		return nil, fmt.Errorf("mesh: client host: %w", err)
 	}
 	ch.h, ch.sh = h, h.shards[0]
-	// Queued before any Dial's command, so every handshake uses them.
-	ch.sh.do(func(time.Time) {
-		_ = ch.sh.ep.UseHandshakeCaches(ch.cache, ch.pool)
-	})
-	go ch.refill()
 	*slot = ch
 	return ch, nil
-}
-
-// refill keeps the ephemeral pool full, off the handshakes' critical path.
-func (ch *clientHost) refill() {
-	for {
-		if _, err := ch.pool.Fill(); err != nil {
-			return // no randomness: handshakes generate their own (and fail the same way)
-		}
-		<-ch.pool.Low()
-	}
 }
 
 // onEvent implements events, on the shard goroutine.
