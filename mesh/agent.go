@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -81,29 +80,24 @@ func (e *Error) Error() string { return fmt.Sprintf("mxp error %d: %s", e.Code, 
 // Errors of the SDK.
 var (
 	ErrNotConnected = errors.New("mesh: not connected to the node")
-	ErrClosed       = errors.New("mesh: agent closed")
+	ErrClosed       = errors.New("mesh: agent or client closed")
 )
 
 // Agent is an MXP agent connected to a node.
 type Agent struct {
+	caller // its requests (calls, discovery, registration), through its shard
 	cfg    AgentConfig
 	target Target
 	h      *host
-	sh     *shard
 
 	conn       *transport.Conn               // shard goroutine only
 	direct     map[wire.UUID]*transport.Conn // shard goroutine only: direct connections to agents
 	registered atomic.Bool
-	closed     atomic.Bool
-	nextID     atomic.Uint64
 	hbSeq      atomic.Uint64
 	stop       chan struct{}
 	done       chan struct{}
 
 	handlers atomic.Pointer[map[string]handler] // copied on write: read on every call
-
-	pmu     sync.Mutex
-	pending map[uint64]*outCall // requests waiting for their reply, by message ID
 
 	mu             sync.Mutex
 	streamHandlers map[string]StreamHandlerFunc
@@ -151,11 +145,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		cfg: cfg, target: t,
 		streamHandlers: map[string]StreamHandlerFunc{},
 		eventHandlers:  map[string]EventFunc{},
-		pending:        map[uint64]*outCall{}, streams: map[wire.UUID]*Stream{},
-		known: map[wire.UUID]wire.DiscoveredAgent{}, direct: map[wire.UUID]*transport.Conn{},
+		streams:        map[wire.UUID]*Stream{},
+		known:          map[wire.UUID]wire.DiscoveredAgent{}, direct: map[wire.UUID]*transport.Conn{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	a.handlers.Store(&map[string]handler{})
+	a.pending, a.route = map[uint64]*outCall{}, a.routeRequest
 	return a, nil
 }
 
@@ -379,12 +374,7 @@ func (a *Agent) onEvent(sh *shard, ev transport.Event) {
 }
 
 func (a *Agent) failPending(err error) {
-	a.pmu.Lock()
-	for id, oc := range a.pending {
-		delete(a.pending, id)
-		close(oc.ch)
-	}
-	a.pmu.Unlock()
+	a.failRequests()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, s := range a.streams {
@@ -401,14 +391,7 @@ func (a *Agent) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 		if m.Type == wire.TypeAgentDiscover && len(m.Payload) >= 9 {
 			id = binary.LittleEndian.Uint64(m.Payload[1:])
 		}
-		a.pmu.Lock()
-		oc := a.pending[id]
-		delete(a.pending, id)
-		a.pmu.Unlock()
-		if oc != nil {
-			cp := *m
-			cp.Payload = append([]byte(nil), m.Payload...) // the caller's to keep
-			oc.ch <- cp
+		if a.deliver(id, m) {
 			return
 		}
 		if m.Type == wire.TypeError {
@@ -594,149 +577,34 @@ func (a *Agent) directTo(id wire.UUID, now time.Time) *transport.Conn {
 	return c
 }
 
-// outCall is one request of an agent waiting for its reply: pooled, with
-// its payload buffer and its shard command made once.
-type outCall struct {
-	a     *Agent
-	m     wire.Message
-	via   wire.UUID // agent to send to directly; zero: the node
-	ch    chan wire.Message
-	buf   []byte // m.Payload's storage
-	runFn func(time.Time)
-}
-
-var outCallPool = sync.Pool{New: func() any {
-	oc := &outCall{ch: make(chan wire.Message, 1)}
-	oc.runFn = oc.run
-	return oc
-}}
-
-// run sends the request, on the shard.
-func (oc *outCall) run(now time.Time) {
-	a := oc.a
+// routeRequest picks the connection for a request, on the shard: the
+// direct one to the agent it names, else the node's.
+func (a *Agent) routeRequest(oc *outCall, now time.Time) *transport.Conn {
 	if oc.via != (wire.UUID{}) {
 		if c := a.directTo(oc.via, now); c != nil {
-			a.sh.send(c, &oc.m)
-			return
+			return c
 		}
 	}
 	if a.conn == nil || !a.conn.Established() {
-		a.pmu.Lock()
-		if a.pending[oc.m.MessageID] == oc {
-			delete(a.pending, oc.m.MessageID)
-			close(oc.ch)
-		}
-		a.pmu.Unlock()
-		return
+		return nil
 	}
-	a.sh.send(a.conn, &oc.m)
-}
-
-// newRequest takes a request from the pool with a fresh message ID; the
-// caller fills oc.m's type, trace and payload (in oc.buf) and calls wait.
-func (a *Agent) newRequest() *outCall {
-	oc := outCallPool.Get().(*outCall)
-	oc.a = a
-	oc.m = wire.Message{MessageID: a.nextID.Add(1)}
-	return oc
-}
-
-// wait sends oc and waits for the reply with its message ID. oc goes back
-// to the pool when the reply came: nothing else refers to it then.
-func (a *Agent) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
-	if a.closed.Load() {
-		return wire.Message{}, ErrClosed
-	}
-	a.pmu.Lock()
-	a.pending[oc.m.MessageID] = oc
-	a.pmu.Unlock()
-	a.sh.do(oc.runFn)
-	select {
-	case r, ok := <-oc.ch:
-		if !ok { // failed before a reply: the channel is closed, drop oc
-			if a.closed.Load() {
-				return r, ErrClosed
-			}
-			return r, ErrNotConnected
-		}
-		oc.release()
-		if r.Type == wire.TypeError {
-			var e wire.ErrorPayload
-			if err := e.DecodePayload(r.Payload); err != nil {
-				return r, err
-			}
-			return r, &Error{Code: e.Code, Message: e.Message}
-		}
-		return r, nil
-	case <-ctx.Done():
-		a.pmu.Lock()
-		delete(a.pending, oc.m.MessageID)
-		a.pmu.Unlock()
-		return wire.Message{}, ctx.Err() // oc may still be queued: not reused
-	}
-}
-
-func (oc *outCall) release() {
-	buf := oc.buf[:0]
-	if cap(buf) > 64<<10 {
-		buf = nil
-	}
-	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn}
-	outCallPool.Put(oc)
-}
-
-// request sends p (its message gets a fresh ID) and waits for the reply.
-func (a *Agent) request(ctx context.Context, p wire.Payload) (wire.Message, error) {
-	oc := a.newRequest()
-	oc.m.Type, oc.m.TraceID = p.MessageType(), traceFor(ctx)
-	var err error
-	if oc.buf, err = p.AppendPayload(oc.buf); err != nil {
-		return wire.Message{}, err
-	}
-	oc.m.Payload = oc.buf
-	return a.wait(ctx, oc)
+	return a.conn
 }
 
 // Call calls method on the agent target and returns its response. The
 // context's deadline travels in the call (whole seconds, rounded up); its
 // trace ID (or a new one) travels in every message of the call.
 func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body []byte) ([]byte, error) {
-	if len(method) > math.MaxUint16 {
-		return nil, fmt.Errorf("mesh: method name of %d bytes", len(method))
-	}
-	timeout := uint32(0)
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
-		timeout = max(timeout, 1)
-	}
-	oc := a.newRequest()
-	oc.m.Type, oc.m.TraceID = wire.TypeCall, traceFor(ctx)
-	// The call's data (u16 method length | method | body) is the payload's
-	// tail: encode the head with no data, then append the data in place.
-	buf, err := (&wire.Call{Target: target, TimeoutSeconds: timeout}).AppendPayload(oc.buf)
-	if err != nil {
-		return nil, err
-	}
-	buf = binary.LittleEndian.AppendUint16(buf, uint16(len(method)))
-	buf = append(append(buf, method...), body...)
-	oc.buf, oc.m.Payload = buf, buf
 	a.nCalls.Add(1)
+	via := wire.UUID{}
 	if a.cfg.Direct {
 		a.mu.Lock()
 		if _, ok := a.known[target]; ok {
-			oc.via = target
+			via = target
 		}
 		a.mu.Unlock()
 	}
-	r, err := a.wait(ctx, oc)
-	if err != nil {
-		return nil, err
-	}
-	var resp wire.Response
-	if err := resp.DecodePayload(r.Payload); err != nil {
-		return nil, err
-	}
-	return resp.Data, nil
+	return a.call(ctx, target, method, body, via)
 }
 
 // Discover lists the agents registered with the node that offer capability

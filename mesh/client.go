@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mxp-dataplane/mxp/crypto"
@@ -27,18 +25,14 @@ import (
 // goroutine — and repeat peers skip the static-static DH. The host
 // accepts no connections from others.
 type Client struct {
+	caller
 	ch     *clientHost
 	target Target
 	agent  wire.UUID
 
-	conn   *transport.Conn // shard goroutine only
-	ready  chan struct{}   // closed when the handshake completes or fails
-	err    error           // why it failed; set before ready closes
-	nextID atomic.Uint64
-	closed atomic.Bool
-
-	mu      sync.Mutex
-	pending map[uint64]chan wire.Message
+	conn  *transport.Conn // shard goroutine only
+	ready chan struct{}   // closed when the handshake completes or fails
+	err   error           // why it failed; set before ready closes
 }
 
 // DialOption adjusts Dial.
@@ -88,7 +82,8 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{ch: ch, target: t, agent: cfg.agent, ready: make(chan struct{}), pending: map[uint64]chan wire.Message{}}
+	c := &Client{ch: ch, target: t, agent: cfg.agent, ready: make(chan struct{})}
+	c.sh, c.pending, c.route = ch.sh, map[uint64]*outCall{}, c.routeRequest
 	ch.sh.do(func(now time.Time) {
 		if err := c.redial(now); err != nil {
 			c.err = fmt.Errorf("mesh: dial %v: %w", t.Addr, err)
@@ -127,59 +122,19 @@ func (c *Client) Target() Target {
 // an *Error (CodeNotFound for an agent the node does not know, or a method
 // the agent does not serve).
 func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, error) {
-	if c.closed.Load() {
-		return nil, ErrClosed
+	return c.call(ctx, c.agent, method, body, wire.UUID{})
+}
+
+// routeRequest is the client's connection, on the shard. A connection that
+// is gone (the peer closed it or restarted, or it idled out) is dialled
+// again; the request waits for the handshake.
+func (c *Client) routeRequest(_ *outCall, now time.Time) *transport.Conn {
+	if c.conn == nil || c.conn.Err() != nil {
+		if c.closed.Load() || c.redial(now) != nil {
+			return nil
+		}
 	}
-	timeout := uint32(0)
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
-		timeout = max(timeout, 1)
-	}
-	call := &wire.Call{Target: c.agent, TimeoutSeconds: timeout, Data: joinMethod(method, body)}
-	m := wire.Message{Type: wire.TypeCall, MessageID: c.nextID.Add(1), TraceID: traceFor(ctx), Payload: encodePayload(call)}
-	ch := make(chan wire.Message, 1)
-	c.mu.Lock()
-	c.pending[m.MessageID] = ch
-	c.mu.Unlock()
-	sh := c.ch.sh
-	sh.do(func(now time.Time) {
-		if c.conn == nil || c.conn.Err() != nil {
-			// The connection is gone (the peer closed it or restarted,
-			// or it idled out): dial again; the call waits for the
-			// handshake.
-			if c.closed.Load() || c.redial(now) != nil {
-				c.drop(m.MessageID)
-				return
-			}
-		}
-		sh.send(c.conn, &m)
-	})
-	select {
-	case r, ok := <-ch:
-		if !ok {
-			if c.closed.Load() {
-				return nil, ErrClosed
-			}
-			return nil, ErrNotConnected
-		}
-		if r.Type == wire.TypeError {
-			var e wire.ErrorPayload
-			if err := e.DecodePayload(r.Payload); err != nil {
-				return nil, err
-			}
-			return nil, &Error{Code: e.Code, Message: e.Message}
-		}
-		var resp wire.Response
-		if err := resp.DecodePayload(r.Payload); err != nil {
-			return nil, err
-		}
-		return resp.Data, nil
-	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.pending, m.MessageID)
-		c.mu.Unlock()
-		return nil, ctx.Err()
-	}
+	return c.conn
 }
 
 // redial starts a handshake with the client's peer. Shard goroutine only.
@@ -191,16 +146,6 @@ func (c *Client) redial(now time.Time) error {
 	c.conn = conn
 	c.ch.conns[conn] = c
 	return nil
-}
-
-// drop fails the pending call id (its caller sees ErrNotConnected or ErrClosed).
-func (c *Client) drop(id uint64) {
-	c.mu.Lock()
-	if ch, ok := c.pending[id]; ok {
-		delete(c.pending, id)
-		close(ch)
-	}
-	c.mu.Unlock()
 }
 
 // Close closes the client's connection (the shared host stays); calls in
@@ -220,32 +165,15 @@ func (c *Client) Close() error {
 	case <-done:
 	case <-time.After(time.Second):
 	}
-	c.failPending()
+	c.failRequests()
 	return nil
-}
-
-func (c *Client) failPending() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id, ch := range c.pending {
-		delete(c.pending, id)
-		close(ch)
-	}
 }
 
 // onMessage runs on the shard goroutine.
 func (c *Client) onMessage(sh *shard, conn *transport.Conn, m *wire.Message) {
 	switch m.Type {
 	case wire.TypeResponse, wire.TypeError:
-		c.mu.Lock()
-		ch := c.pending[m.MessageID]
-		delete(c.pending, m.MessageID)
-		c.mu.Unlock()
-		if ch != nil {
-			cp := *m
-			cp.Payload = append([]byte(nil), m.Payload...)
-			ch <- cp
-		}
+		c.deliver(m.MessageID, m)
 	case wire.TypeCall:
 		// A client serves nothing.
 		sendError(sh, conn, m.MessageID, m.TraceID, wire.CodeNotFound, "a client serves no calls")
@@ -322,7 +250,7 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 			}
 			close(c.ready)
 		}
-		c.failPending()
+		c.failRequests()
 	}
 }
 

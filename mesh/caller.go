@@ -1,0 +1,189 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxp-dataplane/mxp/transport"
+	"github.com/mxp-dataplane/mxp/wire"
+)
+
+// caller is the requesting side an Agent and a Client share: requests sent
+// through one shard, waiting for the replies with their message IDs. A
+// request's state is pooled, with its payload buffer and its shard command
+// made once, so a call allocates only the reply its caller keeps.
+type caller struct {
+	sh     *shard
+	closed atomic.Bool
+	nextID atomic.Uint64
+	// route picks, on the shard, the connection a request goes out on; nil
+	// fails it with ErrNotConnected (or ErrClosed once closed).
+	route func(oc *outCall, now time.Time) *transport.Conn
+
+	pmu     sync.Mutex
+	pending map[uint64]*outCall // by message ID
+}
+
+// outCall is one request waiting for its reply.
+type outCall struct {
+	cl    *caller
+	m     wire.Message
+	via   wire.UUID // for route: the agent to send to directly; zero: the node
+	ch    chan wire.Message
+	buf   []byte // m.Payload's storage
+	runFn func(time.Time)
+}
+
+var outCallPool = sync.Pool{New: func() any {
+	oc := &outCall{ch: make(chan wire.Message, 1)}
+	oc.runFn = oc.run
+	return oc
+}}
+
+// run sends the request, on the shard.
+func (oc *outCall) run(now time.Time) {
+	cl := oc.cl
+	if c := cl.route(oc, now); c != nil {
+		cl.sh.send(c, &oc.m)
+		return
+	}
+	cl.pmu.Lock()
+	if cl.pending[oc.m.MessageID] == oc {
+		delete(cl.pending, oc.m.MessageID)
+		close(oc.ch)
+	}
+	cl.pmu.Unlock()
+}
+
+func (oc *outCall) release() {
+	buf := oc.buf[:0]
+	if cap(buf) > 64<<10 {
+		buf = nil
+	}
+	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn}
+	outCallPool.Put(oc)
+}
+
+// newRequest takes a request from the pool with a fresh message ID; the
+// caller fills oc.m's type, trace and payload (in oc.buf) and calls wait.
+func (cl *caller) newRequest() *outCall {
+	oc := outCallPool.Get().(*outCall)
+	oc.cl = cl
+	oc.m = wire.Message{MessageID: cl.nextID.Add(1)}
+	return oc
+}
+
+// wait sends oc and waits for the reply with its message ID. oc goes back
+// to the pool when the reply came: nothing else refers to it then.
+func (cl *caller) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
+	if cl.closed.Load() {
+		return wire.Message{}, ErrClosed
+	}
+	cl.pmu.Lock()
+	cl.pending[oc.m.MessageID] = oc
+	cl.pmu.Unlock()
+	cl.sh.do(oc.runFn)
+	select {
+	case r, ok := <-oc.ch:
+		if !ok { // failed before a reply: the channel is closed, drop oc
+			if cl.closed.Load() {
+				return r, ErrClosed
+			}
+			return r, ErrNotConnected
+		}
+		oc.release()
+		if r.Type == wire.TypeError {
+			var e wire.ErrorPayload
+			if err := e.DecodePayload(r.Payload); err != nil {
+				return r, err
+			}
+			return r, &Error{Code: e.Code, Message: e.Message}
+		}
+		return r, nil
+	case <-ctx.Done():
+		cl.pmu.Lock()
+		delete(cl.pending, oc.m.MessageID)
+		cl.pmu.Unlock()
+		return wire.Message{}, ctx.Err() // oc may still be queued: not reused
+	}
+}
+
+// request sends p (its message gets a fresh ID) and waits for the reply.
+func (cl *caller) request(ctx context.Context, p wire.Payload) (wire.Message, error) {
+	oc := cl.newRequest()
+	oc.m.Type, oc.m.TraceID = p.MessageType(), traceFor(ctx)
+	var err error
+	if oc.buf, err = p.AppendPayload(oc.buf); err != nil {
+		return wire.Message{}, err
+	}
+	oc.m.Payload = oc.buf
+	return cl.wait(ctx, oc)
+}
+
+// call calls method on agent target (directly when via names it) and
+// returns the response data. The context's deadline travels in the call
+// (whole seconds, rounded up); its trace ID (or a new one) in every message
+// of the call.
+func (cl *caller) call(ctx context.Context, target wire.UUID, method string, body []byte, via wire.UUID) ([]byte, error) {
+	if len(method) > math.MaxUint16 {
+		return nil, fmt.Errorf("mesh: method name of %d bytes", len(method))
+	}
+	timeout := uint32(0)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
+		timeout = max(timeout, 1)
+	}
+	oc := cl.newRequest()
+	oc.m.Type, oc.m.TraceID, oc.via = wire.TypeCall, traceFor(ctx), via
+	// The call's data (u16 method length | method | body) is the payload's
+	// tail: encode the head with no data, then append the data in place.
+	buf, err := (&wire.Call{Target: target, TimeoutSeconds: timeout}).AppendPayload(oc.buf)
+	if err != nil {
+		return nil, err
+	}
+	buf = binary.LittleEndian.AppendUint16(buf, uint16(len(method)))
+	buf = append(append(buf, method...), body...)
+	oc.buf, oc.m.Payload = buf, buf
+	r, err := cl.wait(ctx, oc)
+	if err != nil {
+		return nil, err
+	}
+	var resp wire.Response
+	if err := resp.DecodePayload(r.Payload); err != nil {
+		return nil, err
+	}
+	return resp.Data, nil
+}
+
+// deliver hands m, the reply to request id, to its waiting caller (with a
+// copy of the payload, the caller's to keep); on the shard. It reports
+// whether a request was waiting.
+func (cl *caller) deliver(id uint64, m *wire.Message) bool {
+	cl.pmu.Lock()
+	oc := cl.pending[id]
+	delete(cl.pending, id)
+	cl.pmu.Unlock()
+	if oc == nil {
+		return false
+	}
+	cp := *m
+	cp.Payload = append([]byte(nil), m.Payload...)
+	oc.ch <- cp
+	return true
+}
+
+// failRequests fails every waiting request (ErrNotConnected, or ErrClosed
+// once closed).
+func (cl *caller) failRequests() {
+	cl.pmu.Lock()
+	defer cl.pmu.Unlock()
+	for id, oc := range cl.pending {
+		delete(cl.pending, id)
+		close(oc.ch)
+	}
+}
