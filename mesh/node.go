@@ -484,9 +484,9 @@ func (n *Node) routeStream(sh *shard, c *transport.Conn, m *wire.Message) {
 		return
 	}
 	if c == r.aConn {
-		forward(sh, r.bSh, r.bConn, m)
+		relayStream(sh, r.bSh, c, r.bConn, m)
 	} else if c == r.bConn {
-		forward(sh, r.aSh, r.aConn, m)
+		relayStream(sh, r.aSh, c, r.aConn, m)
 	}
 }
 

@@ -38,13 +38,18 @@ const (
 // Stream is one bidirectional stream of chunks with another agent. Send
 // and CloseSend may be called from any goroutines, as may Recv.
 type Stream struct {
-	a      *Agent
-	id     wire.UUID
-	trace  uint64
-	opener bool // OpenStream made it (else the peer opened it)
+	a       *Agent
+	id      wire.UUID
+	trace   uint64
+	opener  bool // OpenStream made it (else the peer opened it)
+	flushFn func(time.Time)
 	// conn is the connection the stream travels on: the node's or a direct
 	// one. Shard goroutine only; set by the first command that sends.
 	conn *transport.Conn
+
+	// Each group below is written by a different goroutine on every chunk:
+	// the pads keep them on cache lines of their own.
+	_ cacheLinePad
 
 	// Receiving: the shard appends chunks to in, under mu.
 	mu      sync.Mutex
@@ -53,7 +58,15 @@ type Stream struct {
 	inErr   error    // why no more chunks come (io.EOF: the peer closed)
 	rwait   bool     // a Recv waits on rcond
 	started bool     // the request (the first chunk to a served stream) arrived
-	block   []byte   // shard goroutine only: the free part of the arena block
+	// Shard goroutine only: the free part of the arena block, and chunks
+	// received in this turn, which one command (publishFn) moves to in at
+	// the end of the turn (one lock per batch, not per chunk).
+	block     []byte
+	pend      [][]byte
+	pubQueued bool
+	publishFn func(time.Time)
+
+	_ cacheLinePad
 
 	// Reading: what Recv took from in, under rmu.
 	rmu        sync.Mutex
@@ -61,6 +74,8 @@ type Stream struct {
 	rqHead     int
 	consumed   uint64
 	creditSent uint64
+
+	_ cacheLinePad
 
 	// Sending, under outMu. out holds encoded messages for the shard; one
 	// shard command (flushFn) carries every message queued since the last.
@@ -75,14 +90,17 @@ type Stream struct {
 	spare        []byte
 	scratch      []byte // a payload being encoded
 	flushQueued  bool
-	flushFn      func(time.Time)
 }
+
+// cacheLinePad separates fields that different goroutines write (two
+// lines: adjacent-line prefetch pairs them).
+type cacheLinePad [128]byte
 
 func newStream(a *Agent, id wire.UUID, trace uint64, opener bool) *Stream {
 	s := &Stream{a: a, id: id, trace: trace, opener: opener}
 	s.rcond.L = &s.mu
 	s.ocond.L = &s.outMu
-	s.flushFn = s.flush
+	s.flushFn, s.publishFn = s.flush, s.publish
 	return s
 }
 
@@ -367,6 +385,28 @@ func (a *Agent) failStreamsOn(c *transport.Conn, err error) {
 	}
 }
 
+// publish hands the chunks received in this turn to Recv (shard goroutine).
+func (s *Stream) publish(time.Time) {
+	s.pubQueued = false
+	if len(s.pend) == 0 {
+		return
+	}
+	s.mu.Lock()
+	if len(s.in) == 0 {
+		s.in, s.pend = s.pend, s.in
+	} else {
+		s.in = append(s.in, s.pend...)
+		clear(s.pend)
+	}
+	s.pend = s.pend[:0]
+	wake := s.rwait
+	s.rwait = false
+	s.mu.Unlock()
+	if wake {
+		s.rcond.Signal()
+	}
+}
+
 // carve copies a received chunk into the arena (shard goroutine only).
 func (s *Stream) carve(d []byte) []byte {
 	n := len(d)
@@ -429,19 +469,17 @@ func (a *Agent) onStreamMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 				return
 			}
 		}
-		d := s.carve(ch.Data)
-		s.mu.Lock()
-		s.in = append(s.in, d)
-		if s.rwait {
-			s.rwait = false
-			s.rcond.Signal()
+		s.pend = append(s.pend, s.carve(ch.Data))
+		if !s.pubQueued {
+			s.pubQueued = true
+			sh.do(s.publishFn) // runs after this receive batch
 		}
-		s.mu.Unlock()
 	case wire.TypeStreamClose:
 		var cl wire.StreamClose
 		if cl.DecodePayload(m.Payload) != nil {
 			return
 		}
+		s.publish(time.Time{}) // the chunks before the close first
 		err := error(io.EOF)
 		if cl.Code != wire.CodeOK {
 			err = &Error{Code: cl.Code, Message: cl.Reason}
@@ -454,6 +492,21 @@ func (a *Agent) onStreamMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 			a.forgetStream(s)
 		}
 	}
+}
+
+// relayStream passes a stream message on at the node, from the connection
+// it came in on to the one it goes out on (owned by shard to): on the same
+// shard, the bytes as they arrived (SendEncoded: no encoding and checksum
+// again); else as forward does.
+func relayStream(from, to *shard, in, out *transport.Conn, m *wire.Message) {
+	if from == to && len(from.backlog[out]) == 0 {
+		if raw := in.MessageBytes(); raw != nil {
+			if _, err := out.SendEncoded(classOf(m.Type), raw); err == nil {
+				return
+			}
+		}
+	}
+	forward(from, to, out, m) // the backlog, another shard, or a full send buffer
 }
 
 // serveStream starts the handler of an incoming stream.

@@ -2,10 +2,12 @@ package mesh
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/wire"
 )
 
 // tokenPair is a stream server ("gen": sends the number of 16-byte tokens
@@ -16,7 +18,25 @@ type tokenPair struct {
 	ownNode  bool // close stops the node (no test cleanup does)
 }
 
+// Placement of the two agents' connections on the node's two shards.
+const (
+	anyShards   = iota
+	sameShard   // the node relays on one shard
+	crossShards // the node hands each message from one shard to the other
+)
+
 func newTokenPair(tb testing.TB, direct bool) *tokenPair {
+	return newTokenPairOn(tb, direct, anyShards)
+}
+
+// nodeShard is the node shard that serves a's connection.
+func nodeShard(a *Agent) int {
+	ch := make(chan uint64, 1)
+	a.sh.do(func(time.Time) { ch <- a.conn.ConnID() })
+	return wire.ConnIDShard(<-ch, 2)
+}
+
+func newTokenPairOn(tb testing.TB, direct bool, place int) *tokenPair {
 	tb.Helper()
 	t, ok := tb.(*testing.T)
 	if !ok {
@@ -35,13 +55,25 @@ func newTokenPair(tb testing.TB, direct bool) *tokenPair {
 		}
 		return nil
 	})
-	cli := tm.agent("cli")
-	cli.cfg.Direct = direct
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, a := range []*Agent{srv, cli} {
-		if err := a.Start(ctx); err != nil {
+	if err := srv.Start(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	var cli *Agent
+	for try := 0; ; try++ {
+		cli = tm.agent("cli")
+		cli.cfg.Direct = direct
+		if err := cli.Start(ctx); err != nil {
 			tb.Fatal(err)
+		}
+		same := nodeShard(cli) == nodeShard(srv)
+		if place == anyShards || same == (place == sameShard) {
+			break
+		}
+		cli.Close()
+		if try == 30 {
+			tb.Fatal("no client agent on the wanted node shard in 30 tries")
 		}
 	}
 	if direct {
@@ -72,6 +104,17 @@ func decodeCount(b []byte) int {
 	return n
 }
 
+// cpuTime is the CPU time the process spent so far (user and system):
+// per token, a figure other load on the machine does not inflate as much
+// as the elapsed time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // stats is what the dataplanes of the agents and the node did.
 func (p *tokenPair) stats() dataplane.Stats {
 	return p.cli.h.engine.Stats().Add(p.srv.h.engine.Stats()).Add(p.tm.node.h.engine.Stats())
@@ -93,8 +136,8 @@ func receiveTokens(tb testing.TB, s *Stream, n int) {
 	}
 }
 
-func benchTokens(b *testing.B, direct bool) {
-	p := newTokenPair(b, direct)
+func benchTokens(b *testing.B, direct bool, place int) {
+	p := newTokenPairOn(b, direct, place)
 	defer p.close()
 	ctx := context.Background()
 	// Warm up: the connections' congestion windows, the buffers.
@@ -104,7 +147,7 @@ func benchTokens(b *testing.B, direct bool) {
 	}
 	receiveTokens(b, s, 100000)
 	s.CloseSend()
-	s0 := p.stats()
+	s0, cpu0 := p.stats(), cpuTime()
 	b.ReportAllocs()
 	b.ResetTimer()
 	s, err = p.cli.OpenStream(ctx, p.srv.ID(), "gen", encodeCount(b.N))
@@ -114,8 +157,9 @@ func benchTokens(b *testing.B, direct bool) {
 	receiveTokens(b, s, b.N)
 	b.StopTimer()
 	s.CloseSend()
-	s1 := p.stats()
+	s1, cpu1 := p.stats(), cpuTime()
 	n := float64(b.N)
+	b.ReportMetric(float64(cpu1-cpu0)/n, "cpu-ns/tok")
 	b.ReportMetric(n/b.Elapsed().Seconds(), "tokens/s")
 	b.ReportMetric(float64(s1.TxPackets-s0.TxPackets)/n, "txpkts/tok")
 	b.ReportMetric(float64(s1.TxCalls-s0.TxCalls+s1.RxCalls-s0.RxCalls)/n, "syscalls/tok")
@@ -124,8 +168,12 @@ func benchTokens(b *testing.B, direct bool) {
 
 // BenchmarkStreamTokens: 16-byte tokens on one stream, agent → node →
 // agent, over loopback UDP; the packets, system calls and wake-ups are the
-// three hosts' together.
-func BenchmarkStreamTokens(b *testing.B) { benchTokens(b, false) }
+// three hosts' together. The node has two shards: the agents' connections
+// on one (same) or on both (cross: every message changes shards).
+func BenchmarkStreamTokens(b *testing.B) {
+	b.Run("same", func(b *testing.B) { benchTokens(b, false, sameShard) })
+	b.Run("cross", func(b *testing.B) { benchTokens(b, false, crossShards) })
+}
 
 // BenchmarkStreamTokensDirect: the same, agent → agent (one hop, no node).
-func BenchmarkStreamTokensDirect(b *testing.B) { benchTokens(b, true) }
+func BenchmarkStreamTokensDirect(b *testing.B) { benchTokens(b, true, anyShards) }
