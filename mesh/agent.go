@@ -241,8 +241,11 @@ func (a *Agent) Close() error {
 	}
 	fin := make(chan struct{})
 	a.sh.do(func(now time.Time) {
-		if a.conn != nil {
-			a.conn.Close(transport.CodeNoError, "agent closing", now)
+		// Every connection: the node's, and the direct ones (ours to other
+		// agents, other agents' and clients' to us), so their peers fail
+		// what waits on them at once rather than at an idle timeout.
+		for _, c := range a.sh.ep.Conns() {
+			c.Close(transport.CodeNoError, "agent closing", now)
 		}
 		close(fin)
 	})
@@ -361,6 +364,10 @@ func (a *Agent) onEvent(sh *shard, ev transport.Event) {
 			}
 		}
 		if ev.Conn != a.conn {
+			// A direct connection (ours to another agent, or one that
+			// called us): what waits on it fails now, not at its deadline.
+			a.failRequestsOn(ev.Conn)
+			a.failStreamsOn(ev.Conn, ErrNotConnected)
 			return
 		}
 		a.conn = nil

@@ -33,7 +33,8 @@ type caller struct {
 type outCall struct {
 	cl    *caller
 	m     wire.Message
-	via   wire.UUID // for route: the agent to send to directly; zero: the node
+	via   wire.UUID       // for route: the agent to send to directly; zero: the node
+	conn  *transport.Conn // what it went out on (shard goroutine only)
 	ch    chan wire.Message
 	buf   []byte // m.Payload's storage
 	runFn func(time.Time)
@@ -49,6 +50,7 @@ var outCallPool = sync.Pool{New: func() any {
 func (oc *outCall) run(now time.Time) {
 	cl := oc.cl
 	if c := cl.route(oc, now); c != nil {
+		oc.conn = c
 		cl.sh.send(c, &oc.m)
 		return
 	}
@@ -175,6 +177,19 @@ func (cl *caller) deliver(id uint64, m *wire.Message) bool {
 	cp.Payload = append([]byte(nil), m.Payload...)
 	oc.ch <- cp
 	return true
+}
+
+// failRequestsOn fails the waiting requests that went out on c (closed);
+// on the shard.
+func (cl *caller) failRequestsOn(c *transport.Conn) {
+	cl.pmu.Lock()
+	defer cl.pmu.Unlock()
+	for id, oc := range cl.pending {
+		if oc.conn == c {
+			delete(cl.pending, id)
+			close(oc.ch)
+		}
+	}
 }
 
 // failRequests fails every waiting request (ErrNotConnected, or ErrClosed

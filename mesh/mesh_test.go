@@ -340,3 +340,46 @@ func TestHandleInline(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// A direct call in flight fails as soon as the agent serving it closes (its
+// connection's close reaches the caller), not at the call's deadline.
+func TestDirectCallFailsWhenPeerCloses(t *testing.T) {
+	tm := newTestMesh(t)
+	srv := tm.agent("srv", "slow")
+	entered := make(chan struct{}, 1)
+	srv.Handle("slow", func(ctx context.Context, _ *Request) ([]byte, error) {
+		entered <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	start(t, srv)
+	cli := tm.agent("cli")
+	cli.cfg.Direct = true
+	start(t, cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := cli.Discover(ctx, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(ctx, srv.ID(), "slow", nil)
+		errc <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the handler")
+	}
+	began := time.Now()
+	go srv.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrNotConnected) {
+			t.Fatalf("call to a closed agent: %v, want ErrNotConnected", err)
+		}
+		t.Logf("failed %v after the peer closed", time.Since(began).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call still waits 5 s after its peer closed")
+	}
+}
