@@ -62,7 +62,8 @@ type shard struct {
 	ep    *transport.Endpoint
 	owner events
 
-	woken   atomic.Bool // a wake-up is on its way: later commands need no other
+	woken   atomic.Bool   // a wake-up is on its way: later commands need no other
+	queued  atomic.Uint64 // commands queued so far (Receive yields while it grows)
 	mu      sync.Mutex
 	cmds    []func(now time.Time)
 	running []func(now time.Time)
@@ -207,6 +208,7 @@ func (sh *shard) do(fn func(now time.Time)) {
 	sh.mu.Lock()
 	sh.cmds = append(sh.cmds, fn)
 	sh.mu.Unlock()
+	sh.queued.Add(1)
 	if sh.woken.CompareAndSwap(false, true) {
 		if e := sh.h.running.Load(); e != nil {
 			e.Wake(sh.idx) // one system call per batch of commands, not per command
@@ -254,9 +256,17 @@ func (sh *shard) Receive(pkts []dataplane.Packet, now time.Time) {
 	// Let the goroutines this batch made runnable (callers given their
 	// responses, handlers given their calls) run before the shard's
 	// Transmit: what they queue then leaves in one send, instead of the
-	// shard parking and being woken once per call. With nothing runnable
-	// this returns at once.
-	runtime.Gosched()
+	// shard parking and being woken once per call. Yield again while the
+	// last yield brought new commands (a few times at most): the woken
+	// goroutines may still be running on the other P. With nothing
+	// runnable this returns at once.
+	for range 4 {
+		n := sh.queued.Load()
+		runtime.Gosched()
+		if sh.queued.Load() == n {
+			break
+		}
+	}
 }
 
 // Transmit implements dataplane.Handler.
