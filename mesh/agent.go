@@ -59,7 +59,9 @@ type Request struct {
 }
 
 // HandlerFunc serves calls to one method. Returning an *Error sends its
-// code; any other error is sent as CodeInternal.
+// code; any other error is sent as CodeInternal. The returned bytes are
+// copied into the reply before the handler's Request is reused, so a
+// handler may return req.Body or a slice of it.
 type HandlerFunc func(ctx context.Context, req *Request) ([]byte, error)
 
 // StreamHandlerFunc serves streams opened to one method: req is the opening

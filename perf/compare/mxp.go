@@ -85,8 +85,12 @@ func (s *mxpSystem) Setup(ctx context.Context) error {
 		node.Close()
 		return err
 	}
-	srv.Handle("echo", func(_ context.Context, req *mesh.Request) ([]byte, error) {
-		return append([]byte(nil), req.Body...), nil
+	// Echo is short and never blocks: it runs inline on the agent's shard
+	// (as the NATS responder runs on its subscription's goroutine) and
+	// returns the request's bytes, which the runtime copies into the reply
+	// before it reuses them (as the NATS responder returns m.Data).
+	srv.HandleInline("echo", func(_ context.Context, req *mesh.Request) ([]byte, error) {
+		return req.Body, nil
 	})
 	srv.HandleStream("tokens", func(ctx context.Context, req *mesh.Request, st *mesh.Stream) error {
 		if len(req.Body) != 8 {
