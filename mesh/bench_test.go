@@ -4,201 +4,110 @@ import (
 	"context"
 	"sync"
 	"testing"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
 )
 
-// BenchmarkCalls64: 1 KiB calls from 64 goroutines of one agent to another,
-// through a node, over loopback UDP.
+// benchPair starts a test mesh with a server agent answering "echo" (a
+// goroutine per call) and "echo-inline" (HandleInline), and a client agent
+// that calls it through the node, or directly when direct is set.
+func benchPair(b *testing.B, direct bool) (srv, cli *Agent) {
+	b.Helper()
+	tm := newTestMesh(&testing.T{})
+	b.Cleanup(func() { tm.node.Close() })
+	srv = tm.agent("srv", "echo")
+	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	cli = tm.agent("cli")
+	cli.cfg.Direct = direct
+	ctx := context.Background()
+	for _, a := range []*Agent{srv, cli} {
+		if err := a.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { a.Close() })
+	}
+	if _, err := cli.Discover(ctx, "echo"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cli.Call(ctx, srv.ID(), "echo", nil); err != nil { // dials a direct connection
+		b.Fatal(err)
+	}
+	return srv, cli
+}
+
+var benchRoutes = []struct {
+	name   string
+	direct bool
+}{{"node", false}, {"direct", true}}
+
+var benchMethods = []string{"echo", "echo-inline"}
+
+// BenchmarkCalls64: 1 KiB calls from 64 goroutines of one agent to another
+// over one connection (through the node, or direct), with the packets,
+// system calls and parks per call of every host.
 func BenchmarkCalls64(b *testing.B) {
-	tm := newTestMesh(&testing.T{})
-	defer tm.node.Close()
-	srv := tm.agent("srv", "echo")
-	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	cli := tm.agent("cli")
-	ctx := context.Background()
-	for _, a := range []*Agent{srv, cli} {
-		if err := a.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
-		defer a.Close()
-	}
-	payload := make([]byte, 1024)
-	b.ReportAllocs()
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	per := b.N/64 + 1
-	for range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range per {
-				if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
-					b.Error(err)
-					return
+	for _, route := range benchRoutes {
+		srv, cli := benchPair(b, route.direct)
+		hosts := []*host{srv.h, cli.h}
+		payload := make([]byte, 1024)
+		for _, method := range benchMethods {
+			b.Run(route.name+"/"+method, func(b *testing.B) {
+				var s0 [2]dataplane.Stats
+				for i, h := range hosts {
+					s0[i] = h.engine.Stats()
 				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(per*64)/b.Elapsed().Seconds(), "calls/s")
-}
-
-// BenchmarkCallSequential: 1 KiB calls one after another, agent -> node -> agent.
-func BenchmarkCallSequential(b *testing.B) {
-	tm := newTestMesh(&testing.T{})
-	defer tm.node.Close()
-	srv := tm.agent("srv", "echo")
-	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	cli := tm.agent("cli")
-	ctx := context.Background()
-	for _, a := range []*Agent{srv, cli} {
-		if err := a.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
-		defer a.Close()
-	}
-	payload := make([]byte, 1024)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkTokenStream: 16-byte tokens from one agent to another over a
-// stream through the node.
-func BenchmarkTokenStream(b *testing.B) {
-	tm := newTestMesh(&testing.T{})
-	defer tm.node.Close()
-	srv := tm.agent("srv", "gen")
-	n := b.N
-	srv.HandleStream("gen", func(_ context.Context, _ *Request, s *Stream) error {
-		tok := make([]byte, 16)
-		for range n {
-			if err := s.Send(tok); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	cli := tm.agent("cli")
-	ctx := context.Background()
-	for _, a := range []*Agent{srv, cli} {
-		if err := a.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
-		defer a.Close()
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	s, err := cli.OpenStream(ctx, srv.ID(), "gen", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	got := 0
-	for {
-		if _, err := s.Recv(); err != nil {
-			break
-		}
-		got++
-	}
-	if got != n {
-		b.Fatalf("%d of %d tokens", got, n)
-	}
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tokens/s")
-}
-
-// BenchmarkCallsDirect64: 1 KiB calls from 64 goroutines of one agent
-// straight to another (one hop, one connection), with the packets and
-// system calls per call both hosts spent.
-func BenchmarkCallsDirect64(b *testing.B) {
-	tm := newTestMesh(&testing.T{})
-	defer tm.node.Close()
-	srv := tm.agent("srv", "echo")
-	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	cli := tm.agent("cli")
-	cli.cfg.Direct = true
-	ctx := context.Background()
-	for _, a := range []*Agent{srv, cli} {
-		if err := a.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
-		defer a.Close()
-	}
-	if _, err := cli.Discover(ctx, "echo"); err != nil {
-		b.Fatal(err)
-	}
-	payload := make([]byte, 1024)
-	if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
-		b.Fatal(err)
-	}
-	for _, method := range []string{"echo", "echo-inline"} {
-		b.Run(method, func(b *testing.B) {
-			s0 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
-			b.ReportAllocs()
-			var wg sync.WaitGroup
-			per := b.N/64 + 1
-			for range 64 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range per {
-						if _, err := cli.Call(ctx, srv.ID(), method, payload); err != nil {
-							b.Error(err)
-							return
+				b.ReportAllocs()
+				var wg sync.WaitGroup
+				per := b.N/64 + 1
+				for range 64 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range per {
+							if _, err := cli.Call(context.Background(), srv.ID(), method, payload); err != nil {
+								b.Error(err)
+								return
+							}
 						}
-					}
-				}()
-			}
-			wg.Wait()
-			b.StopTimer()
-			s1 := cli.h.engine.Stats().Add(srv.h.engine.Stats())
-			calls := float64(per * 64)
-			b.ReportMetric(calls/b.Elapsed().Seconds(), "calls/s")
-			b.ReportMetric(float64(s1.TxPackets-s0.TxPackets)/calls, "txpkts/call")
-			b.ReportMetric(float64(s1.TxCalls-s0.TxCalls)/calls, "sendcalls/call")
-			b.ReportMetric(float64(s1.RxCalls-s0.RxCalls)/calls, "recvcalls/call")
-			b.ReportMetric(float64(s1.Wakeups-s0.Wakeups)/calls, "wakeups/call")
-		})
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				calls := float64(per * 64)
+				var d dataplane.Stats
+				for i, h := range hosts {
+					s1 := h.engine.Stats()
+					d.TxPackets += s1.TxPackets - s0[i].TxPackets
+					d.TxCalls += s1.TxCalls - s0[i].TxCalls
+					d.RxCalls += s1.RxCalls - s0[i].RxCalls
+					d.Wakeups += s1.Wakeups - s0[i].Wakeups
+				}
+				b.ReportMetric(calls/b.Elapsed().Seconds(), "calls/s")
+				b.ReportMetric(float64(d.TxPackets)/calls, "agent-txpkts/call")
+				b.ReportMetric(float64(d.TxCalls)/calls, "agent-sendcalls/call")
+				b.ReportMetric(float64(d.RxCalls)/calls, "agent-recvcalls/call")
+				b.ReportMetric(float64(d.Wakeups)/calls, "agent-parks/call")
+			})
+		}
 	}
 }
 
-// BenchmarkCallDirectSequential: 1 KiB calls one after another, agent ->
-// agent over one direct connection.
-func BenchmarkCallDirectSequential(b *testing.B) {
-	tm := newTestMesh(&testing.T{})
-	defer tm.node.Close()
-	srv := tm.agent("srv", "echo")
-	srv.Handle("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	srv.HandleInline("echo-inline", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
-	cli := tm.agent("cli")
-	cli.cfg.Direct = true
-	ctx := context.Background()
-	for _, a := range []*Agent{srv, cli} {
-		if err := a.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
-		defer a.Close()
-	}
-	if _, err := cli.Discover(ctx, "echo"); err != nil {
-		b.Fatal(err)
-	}
-	payload := make([]byte, 1024)
-	if _, err := cli.Call(ctx, srv.ID(), "echo", payload); err != nil {
-		b.Fatal(err)
-	}
-	for _, method := range []string{"echo", "echo-inline"} {
-		b.Run(method, func(b *testing.B) {
-			b.ReportAllocs()
-			for range b.N {
-				if _, err := cli.Call(ctx, srv.ID(), method, payload); err != nil {
-					b.Fatal(err)
+// BenchmarkCallSequential: 1 KiB calls one after another over one
+// connection (through the node, or direct).
+func BenchmarkCallSequential(b *testing.B) {
+	for _, route := range benchRoutes {
+		srv, cli := benchPair(b, route.direct)
+		payload := make([]byte, 1024)
+		for _, method := range benchMethods {
+			b.Run(route.name+"/"+method, func(b *testing.B) {
+				b.ReportAllocs()
+				for range b.N {
+					if _, err := cli.Call(context.Background(), srv.ID(), method, payload); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
