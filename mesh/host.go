@@ -89,8 +89,11 @@ type inbox struct {
 
 type fwdMsg struct {
 	c      *transport.Conn
-	m      wire.Message // Payload is arena[off:off+n]
+	m      wire.Message // Payload is arena[off:off+n]; with encoded, only Type counts (the class)
 	off, n int
+	// encoded: arena[off:off+n] holds whole encoded messages, passed on
+	// as they are (a relay's stream chunks: no decode, re-encode, re-hash).
+	encoded bool
 }
 
 // forwardIn queues m for c, a connection of sh; any goroutine.
@@ -109,6 +112,31 @@ func (sh *shard) forwardIn(c *transport.Conn, m *wire.Message) {
 	}
 }
 
+// forwardEncodedIn queues raw, whole encoded messages of type t's class,
+// for c, a connection of sh; any goroutine. Consecutive ones for the same
+// connection and class join one entry, sent with one Conn.SendEncoded.
+func (sh *shard) forwardEncodedIn(c *transport.Conn, t wire.MsgType, raw []byte) {
+	in := &sh.in
+	in.mu.Lock()
+	if k := len(in.msgs); k > 0 {
+		last := &in.msgs[k-1]
+		if last.encoded && last.c == c && classOf(last.m.Type) == classOf(t) && last.off+last.n == len(in.arena) {
+			in.arena = append(in.arena, raw...)
+			last.n += len(raw)
+			in.mu.Unlock()
+			return // a drain is queued already: the entry was
+		}
+	}
+	in.msgs = append(in.msgs, fwdMsg{c: c, m: wire.Message{Type: t}, off: len(in.arena), n: len(raw), encoded: true})
+	in.arena = append(in.arena, raw...)
+	wake := !in.queued
+	in.queued = true
+	in.mu.Unlock()
+	if wake {
+		sh.do(sh.drainInboxFn)
+	}
+}
+
 // drainInbox sends what other shards forwarded, in order; on the shard.
 func (sh *shard) drainInbox(time.Time) {
 	in := &sh.in
@@ -119,8 +147,12 @@ func (sh *shard) drainInbox(time.Time) {
 	in.mu.Unlock()
 	for i := range msgs {
 		f := &msgs[i]
-		f.m.Payload = arena[f.off : f.off+f.n]
-		sh.send(f.c, &f.m) // copies the payload
+		if f.encoded {
+			sh.sendEncoded(f.c, classOf(f.m.Type), arena[f.off:f.off+f.n])
+		} else {
+			f.m.Payload = arena[f.off : f.off+f.n]
+			sh.send(f.c, &f.m) // copies the payload
+		}
 		msgs[i] = fwdMsg{}
 	}
 	if cap(arena) > 4<<20 {

@@ -42,6 +42,27 @@ func (sh *shard) send(c *transport.Conn, m *wire.Message) {
 	sh.backlog[c] = append(sh.backlog[c], backlogged{c, cp})
 }
 
+// sendEncoded queues b, whole encoded messages of one class, on c (on the
+// shard goroutine), in order after anything backlogged for c; what the
+// transport cannot take yet waits in the backlog.
+func (sh *shard) sendEncoded(c *transport.Conn, class scheduler.Class, b []byte) {
+	if len(sh.backlog[c]) == 0 {
+		n, err := c.SendEncoded(class, b)
+		if err != transport.ErrWouldBlock && (err != transport.ErrNotEstablished || c.Err() != nil) {
+			return // sent, or the connection is gone (its close event follows)
+		}
+		b = b[n:]
+	}
+	for len(b) > 0 {
+		m, k, err := wire.DecodeMessage(b)
+		if err != nil {
+			return // not whole messages: SendEncoded refuses them too
+		}
+		sh.send(c, &m) // backlogged (with a copy) behind what waits
+		b = b[k:]
+	}
+}
+
 // flushBacklog sends what waited for c, as far as the transport takes it.
 func (sh *shard) flushBacklog(c *transport.Conn) {
 	q := sh.backlog[c]

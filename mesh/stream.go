@@ -495,18 +495,19 @@ func (a *Agent) onStreamMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 }
 
 // relayStream passes a stream message on at the node, from the connection
-// it came in on to the one it goes out on (owned by shard to): on the same
-// shard, the bytes as they arrived (SendEncoded: no encoding and checksum
-// again); else as forward does.
+// it came in on to the one it goes out on (owned by shard to), as the bytes
+// arrived (no decode, encode and checksum again): sent at once on the same
+// shard, through the other shard's inbox else.
 func relayStream(from, to *shard, in, out *transport.Conn, m *wire.Message) {
-	if from == to && len(from.backlog[out]) == 0 {
-		if raw := in.MessageBytes(); raw != nil {
-			if _, err := out.SendEncoded(classOf(m.Type), raw); err == nil {
-				return
-			}
-		}
+	raw := in.MessageBytes()
+	switch {
+	case raw == nil:
+		forward(from, to, out, m)
+	case from == to:
+		from.sendEncoded(out, classOf(m.Type), raw)
+	default:
+		to.forwardEncodedIn(out, m.Type, raw)
 	}
-	forward(from, to, out, m) // the backlog, another shard, or a full send buffer
 }
 
 // serveStream starts the handler of an incoming stream.

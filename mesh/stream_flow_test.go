@@ -285,3 +285,26 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Through the node, tokens arrive whole and in order whether the two
+// agents' connections share a node shard (relayed at once) or not (through
+// the other shard's inbox, as encoded bytes).
+func TestStreamRelayPlacements(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		place int
+	}{{"same", sameShard}, {"cross", crossShards}} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newTokenPairOn(t, false, c.place)
+			defer p.close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			s, err := p.cli.OpenStream(ctx, p.srv.ID(), "gen", encodeCount(50000))
+			if err != nil {
+				t.Fatal(err)
+			}
+			receiveTokens(t, s, 50000)
+			s.CloseSend()
+		})
+	}
+}
