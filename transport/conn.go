@@ -86,6 +86,7 @@ type Conn struct {
 	cid       uint64
 	peer      netip.AddrPort
 	initiator bool
+	maxDgram  int // largest UDP payload sent to peer (Config.MaxDatagramSize[For])
 	state     connState
 	closeErr  error
 	closeAt   time.Time
@@ -199,17 +200,23 @@ func (c *Conn) Err() error { return c.closeErr }
 
 func newConn(ep *Endpoint, cid uint64, peer netip.AddrPort, initiator bool, now time.Time) *Conn {
 	cfg := &ep.cfg
+	maxDgram := cfg.MaxDatagramSize
+	if cfg.MaxDatagramSizeFor != nil {
+		if n := cfg.MaxDatagramSizeFor(peer); n > 0 {
+			maxDgram = n
+		}
+	}
 	c := &Conn{
-		ep: ep, cfg: cfg, cid: cid, peer: peer, initiator: initiator,
+		ep: ep, cfg: cfg, cid: cid, peer: peer, initiator: initiator, maxDgram: maxDgram,
 		streams:      map[uint64]*Stream{},
-		sched:        scheduler.New(scheduler.DefaultWeights, cfg.MaxDatagramSize),
-		cong:         cfg.Congestion(cfg.MaxDatagramSize),
+		sched:        scheduler.New(scheduler.DefaultWeights, maxDgram),
+		cong:         cfg.Congestion(maxDgram),
 		localConnMax: cfg.ConnWindow,
 		peerConnMax:  InitialConnWindow, // until the peer announces its window
 		lastHeard:    now,
 	}
 	c.rtt.Smoothed, c.rtt.Variance = cfg.InitialRTT, cfg.InitialRTT/2
-	c.pacer.MaxDatagram, c.pacer.Controller = cfg.MaxDatagramSize, c.cong // 2x rate in slow start
+	c.pacer.MaxDatagram, c.pacer.Controller = maxDgram, c.cong // 2x rate in slow start
 	c.sched.Register(datagramQueue, scheduler.Interactive)
 	return c
 }
@@ -392,7 +399,7 @@ var ErrDatagramTooLarge = errors.New("transport: datagram larger than one packet
 
 // MaxDatagramPayload is the largest datagram SendDatagram takes.
 func (c *Conn) MaxDatagramPayload() int {
-	return c.cfg.MaxDatagramSize - crypto.PacketOverhead - datagramHeaderLen
+	return c.maxDgram - crypto.PacketOverhead - datagramHeaderLen
 }
 
 // SendDatagram queues an unreliable datagram (copied). When the queue is
@@ -947,7 +954,7 @@ func (c *Conn) transmit(buf []byte, now time.Time) []byte {
 		c.finPkt = nil
 		return p
 	}
-	maxPayload := min(c.cfg.MaxDatagramSize, cap(buf)) - crypto.PacketOverhead
+	maxPayload := min(c.maxDgram, cap(buf)) - crypto.PacketOverhead
 	p := buf[wire.PacketHeaderLen:wire.PacketHeaderLen]
 	if c.state == stateClosing {
 		if !c.control {
@@ -964,9 +971,9 @@ func (c *Conn) transmit(buf []byte, now time.Time) []byte {
 	}
 
 	ackDue := c.ackPending > 0 && (c.ackNow || !now.Before(c.ackAt))
-	canSend := c.probes > 0 || c.inFlight+c.cfg.MaxDatagramSize <= c.cong.Window()
+	canSend := c.probes > 0 || c.inFlight+c.maxDgram <= c.cong.Window()
 	if canSend && c.probes == 0 {
-		if t := c.pacer.NextSend(now, c.cong.Window(), c.rtt, c.cfg.MaxDatagramSize); t.After(now) {
+		if t := c.pacer.NextSend(now, c.cong.Window(), c.rtt, c.maxDgram); t.After(now) {
 			canSend = false
 			c.ep.paceUntil(c, t)
 		}

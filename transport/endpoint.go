@@ -29,6 +29,11 @@ type Config struct {
 	// MaxDatagramSize is the largest UDP payload sent (the path MTU minus
 	// IP and UDP headers). Default 1400.
 	MaxDatagramSize int
+	// MaxDatagramSizeFor, if set, gives a connection's largest UDP payload
+	// by its peer's address (0 or less: MaxDatagramSize): larger where the
+	// path allows it, such as loopback, whose MTU is 64 KiB. The peer must
+	// be able to receive what it returns.
+	MaxDatagramSizeFor func(peer netip.AddrPort) int
 	// IdleTimeout closes a connection that heard nothing for this long. Default 30 s.
 	IdleTimeout time.Duration
 	// MaxAckDelay bounds how long an ACK may wait. Default 25 ms.

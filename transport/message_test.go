@@ -3,9 +3,11 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/mxp-dataplane/mxp/crypto"
 	"github.com/mxp-dataplane/mxp/scheduler"
 	"github.com/mxp-dataplane/mxp/wire"
 )
@@ -79,5 +81,37 @@ func TestSendEncodedAndMessageBytes(t *testing.T) {
 	}
 	if cb.MessageBytes() != nil {
 		t.Error("MessageBytes outside OnMessage")
+	}
+}
+
+// MaxDatagramSizeFor sizes a connection's packets by its peer: a 64 KiB
+// message crosses in a few large packets, not ~50 of the default size.
+func TestMaxDatagramSizeFor(t *testing.T) {
+	for _, c := range []struct {
+		size     int
+		min, max uint64
+	}{{0, 45, 80}, {9000, 7, 16}} {
+		tn := newTestNet(t, 12, clean, clean, func(cfg *Config) {
+			cfg.MaxDatagramSizeFor = func(netip.AddrPort) int { return c.size }
+		})
+		ca, _ := tn.dial()
+		want := tn.a.ep.cfg.MaxDatagramSize
+		if c.size > 0 {
+			want = c.size
+		}
+		if got := ca.MaxDatagramPayload(); got != want-crypto.PacketOverhead-datagramHeaderLen {
+			t.Errorf("size %d: datagram payload %d", c.size, got)
+		}
+		before := ca.Stats().PacketsSent
+		if err := ca.SendMessage(scheduler.Bulk, &wire.Message{Type: wire.TypeStreamChunk, Payload: make([]byte, 64<<10)}); err != nil {
+			t.Fatal(err)
+		}
+		tn.sim.Wake(tn.a.addr)
+		if !tn.sim.RunUntil(func() bool { return len(tn.b.msgs) == 1 }, 10*time.Second) {
+			t.Fatalf("size %d: the message did not arrive", c.size)
+		}
+		if n := ca.Stats().PacketsSent - before; n < c.min || n > c.max {
+			t.Errorf("size %d: %d packets for a 64 KiB message, want %d..%d", c.size, n, c.min, c.max)
+		}
 	}
 }
