@@ -36,6 +36,10 @@ type HostConfig struct {
 	BusyPoll time.Duration
 }
 
+// loopbackDatagram is the UDP payload size used with loopback peers, and
+// the largest datagram a host's dataplane takes.
+const loopbackDatagram = 16 << 10
+
 // events is what the owner of a host (node or agent) reacts to, on the
 // shard's goroutine.
 type events interface {
@@ -172,6 +176,21 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Loopback peers get large packets (loopback's MTU is 64 KiB, and the
+	// TCP-based systems MXP is compared with use it too): a tenth of the
+	// packets, seals and opens, headers and acknowledgements of 1400-byte
+	// ones. The AF_XDP backend's frames hold a standard MTU only, and it
+	// never carries loopback traffic anyway.
+	var maxDgramFor func(netip.AddrPort) int
+	if sel.Backend.Name() != "xdp" {
+		dcfg.MaxDatagram = loopbackDatagram
+		maxDgramFor = func(peer netip.AddrPort) int {
+			if peer.Addr().Unmap().IsLoopback() {
+				return loopbackDatagram
+			}
+			return 0
+		}
+	}
 	h := &host{selection: sel, shards: make([]*shard, dcfg.Shards), done: make(chan struct{}),
 		pool: crypto.NewEphemeralPool(16, nil)}
 	// The shards' handshakes share a static-secret cache (repeat peers skip
@@ -186,7 +205,7 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 		sh.drainInboxFn = sh.drainInbox
 		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize}
 		ep, err := transport.NewEndpoint(transport.Config{
-			Crypto: ccfg, Shard: i, Shards: dcfg.Shards,
+			Crypto: ccfg, Shard: i, Shards: dcfg.Shards, MaxDatagramSizeFor: maxDgramFor,
 			OnMessage: func(c *transport.Conn, m *wire.Message) { owner.onMessage(sh, c, m) },
 		})
 		if err == nil {
