@@ -79,6 +79,13 @@ type ShardConn interface {
 	Close() error
 }
 
+// SendsWhileWaiting is implemented by a ShardConn whose TxBuffers and Send
+// may run on another goroutine while the shard's goroutine is in Wait (its
+// send and receive state are apart), which Engine.TryTurn needs.
+type SendsWhileWaiting interface {
+	SendsWhileWaiting() bool
+}
+
 // Backend opens the per-shard connections of one kind of I/O.
 type Backend interface {
 	// Name is the backend's name in logs, metrics and reports ("portable", ...).

@@ -10,11 +10,15 @@ import (
 )
 
 // Engine runs one shard per ShardConn of a backend, each driving its Handler.
+// A shard's goroutine runs its turns (receive, hand over, send) holding the
+// shard's turn lock and waits without it; TryTurn lets another goroutine run
+// a send turn while the shard waits.
 type Engine struct {
 	cfg      Config
 	name     string
 	conns    []ShardConn
 	handlers []Handler
+	turns    []turnState
 	stop     atomic.Bool
 	wg       sync.WaitGroup
 	errMu    sync.Mutex
@@ -36,9 +40,12 @@ func Start(b Backend, cfg Config, newHandler func(shard int) Handler) (*Engine, 
 		}
 		return nil, fmt.Errorf("dataplane: backend %s opened %d shards, want %d", b.Name(), len(conns), cfg.Shards)
 	}
-	e := &Engine{cfg: cfg, name: b.Name(), conns: conns, failed: make(chan struct{})}
-	for i := range conns {
+	e := &Engine{cfg: cfg, name: b.Name(), conns: conns, failed: make(chan struct{}), turns: make([]turnState, len(conns))}
+	for i, c := range conns {
 		e.handlers = append(e.handlers, newHandler(i))
+		if sw, ok := c.(SendsWhileWaiting); ok && sw.SendsWhileWaiting() {
+			e.turns[i].tx = make([]Packet, cfg.Batch)
+		}
 	}
 	e.wg.Add(len(conns))
 	for i := range conns {
@@ -60,6 +67,44 @@ func (e *Engine) Conn(i int) ShardConn { return e.conns[i] }
 // the shard's handler new work from another goroutine.
 func (e *Engine) Wake(i int) { e.conns[i].Wake() }
 
+// turnState is what TryTurn shares with shard i's goroutine.
+type turnState struct {
+	mu     sync.Mutex   // held while a turn runs, by the shard or by TryTurn
+	tx     []Packet     // TryTurn's send batch; nil: the backend cannot (SendsWhileWaiting)
+	waitAt atomic.Int64 // the deadline the shard waits for, UnixNano (0: none)
+}
+
+// TryTurn runs a send turn of shard i on the calling goroutine — the
+// handler's Transmit and the backend's Send, as the shard would after Wake
+// — if the shard is not in a turn of its own and its backend allows it. It
+// reports whether it ran one; if not, call Wake. A work hand-over then
+// costs no goroutine switch (its datagrams leave from the goroutine that
+// made the work), and the shard is woken only when its wait must end
+// earlier than planned (a new timer, or more to send).
+func (e *Engine) TryTurn(i int) bool {
+	t := &e.turns[i]
+	if t.tx == nil || !t.mu.TryLock() {
+		return false
+	}
+	if e.stop.Load() {
+		t.mu.Unlock()
+		return false
+	}
+	c, h := e.conns[i], e.handlers[i]
+	now := time.Now()
+	more, err := flush(c, h, t.tx, now)
+	dl := h.Deadline()
+	t.mu.Unlock()
+	if err != nil {
+		e.fail(i, err)
+		return true
+	}
+	if w := t.waitAt.Load(); more || !dl.IsZero() && (w == 0 || dl.UnixNano() < w) {
+		c.Wake()
+	}
+	return true
+}
+
 // Stats returns the sum of every shard's counters.
 func (e *Engine) Stats() Stats {
 	var s Stats
@@ -80,6 +125,10 @@ func (e *Engine) Stop() error {
 		c.Wake()
 	}
 	e.wg.Wait()
+	for i := range e.turns {
+		e.turns[i].mu.Lock() // no TryTurn is running, and none will (stop is set)
+		defer e.turns[i].mu.Unlock()
+	}
 	var errs []error
 	e.errMu.Lock()
 	if e.err != nil {
@@ -121,13 +170,15 @@ func (e *Engine) runShard(i int) {
 			return
 		}
 	}
-	c, h := e.conns[i], e.handlers[i]
+	c, h, t := e.conns[i], e.handlers[i], &e.turns[i]
 	rx := make([]Packet, e.cfg.Batch)
 	tx := make([]Packet, e.cfg.Batch)
 	for !e.stop.Load() {
+		t.mu.Lock()
 		now := time.Now()
 		n, err := c.Recv(rx)
 		if err != nil {
+			t.mu.Unlock()
 			e.fail(i, err)
 			return
 		}
@@ -137,6 +188,7 @@ func (e *Engine) runShard(i int) {
 		}
 		more, err := flush(c, h, tx, now)
 		if err != nil {
+			t.mu.Unlock()
 			e.fail(i, err)
 			return
 		}
@@ -144,9 +196,17 @@ func (e *Engine) runShard(i int) {
 		// partial one drained the backend, so go to Wait, which returns at
 		// once if more has come (one system call saved per wake-up).
 		if n == len(rx) || more {
+			t.mu.Unlock()
 			continue
 		}
-		if dl := h.Deadline(); dl.IsZero() || dl.After(now) {
+		dl := h.Deadline()
+		if dl.IsZero() {
+			t.waitAt.Store(0)
+		} else {
+			t.waitAt.Store(dl.UnixNano())
+		}
+		t.mu.Unlock()
+		if dl.IsZero() || dl.After(now) {
 			if err := c.Wait(dl); err != nil {
 				e.fail(i, err)
 				return

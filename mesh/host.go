@@ -254,18 +254,23 @@ func (h *host) stop() error {
 	return h.engine.Stop()
 }
 
-// do runs fn on the shard's goroutine soon.
+// do runs fn on the shard's behalf soon: on the calling goroutine when the
+// shard is waiting (a send turn of its own: the work leaves at once, no
+// goroutine switch), else on the shard's goroutine, which is woken.
 func (sh *shard) do(fn func(now time.Time)) {
 	sh.mu.Lock()
 	sh.cmds = append(sh.cmds, fn)
 	sh.mu.Unlock()
 	sh.queued.Add(1)
+	e := sh.h.running.Load()
+	if e == nil {
+		return // not started yet: the shard's first turn runs the command
+	}
+	if e.TryTurn(sh.idx) {
+		return // Transmit ran every queued command
+	}
 	if sh.woken.CompareAndSwap(false, true) {
-		if e := sh.h.running.Load(); e != nil {
-			e.Wake(sh.idx) // one system call per batch of commands, not per command
-		} else {
-			sh.woken.Store(false) // not started yet: the shard's first turn runs the command
-		}
+		e.Wake(sh.idx) // one wake-up per batch of commands, not per command
 	}
 }
 

@@ -190,6 +190,11 @@ func (c *shardConn) rxBufferSize() int {
 
 func (c *shardConn) Release([]dataplane.Packet) {} // receive buffers are reused on the next Recv
 
+// SendsWhileWaiting: sending (TxBuffers, Send: the send batch, GSO state
+// and counters) shares nothing with receiving and waiting, so another
+// goroutine may send while the shard waits (dataplane.Engine.TryTurn).
+func (c *shardConn) SendsWhileWaiting() bool { return true }
+
 // ThreadAffine reports whether the shard must stay on one OS thread: only
 // when it waits in ppoll.
 func (c *shardConn) ThreadAffine() bool { return c.file == nil }
