@@ -22,12 +22,23 @@ func BenchmarkHandshake(b *testing.B) {
 	b.Run("uncached", func(b *testing.B) { benchHandshake(b, false, false) })
 	// With StaticSecretCache on both sides: 4 X25519 operations per side.
 	b.Run("static-cache", func(b *testing.B) { benchHandshake(b, true, false) })
-	// And an EphemeralPool, refilled outside the timed region: 3 per side.
+	// And an EphemeralPool, refilled outside the timed region: 3 on the
+	// responder, 2 on the initiator (the pool precomputes es for the
+	// responder it dials).
 	b.Run("static-cache+pool", func(b *testing.B) { benchHandshake(b, true, true) })
+	// The same with Config.ParallelDH: ee and se at once on each side.
+	b.Run("static-cache+pool/parallel", func(b *testing.B) { benchHandshake(b, true, true, true) })
 }
 
-func benchHandshake(b *testing.B, cached, pooled bool) {
+func benchHandshake(b *testing.B, cached, pooled bool, parallel ...bool) {
 	ic, rc := testPeers(b)
+	if len(parallel) > 0 {
+		ic.ParallelDH, rc.ParallelDH = parallel[0], parallel[0]
+	}
+	inline0 := x25519PairsInline.Load()
+	defer func() {
+		b.ReportMetric(float64(x25519PairsInline.Load()-inline0)/float64(b.N), "pairs-inline/op")
+	}()
 	if cached {
 		ic.StaticCache, rc.StaticCache = NewStaticSecretCache(0), NewStaticSecretCache(0)
 	}
@@ -363,4 +374,35 @@ func BenchmarkOverheadRatio(b *testing.B) {
 		b.ReportMetric(float64(sealOurs)/float64(sealBase), "seal-x")
 		b.ReportMetric(float64(openOurs)/float64(openBase), "open-x")
 	})
+}
+
+// BenchmarkDHPair is two independent DHs (ee and se of a handshake step):
+// in sequence, and with runPair's helper goroutine. pairs-inline/op is how
+// often the helper had not started before the first DH was done (no idle
+// core), so that both ran in sequence after all.
+func BenchmarkDHPair(b *testing.B) {
+	id, peer := mustIdentity(b, 1), mustIdentity(b, 2)
+	k, err := staticKey(&id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, parallel := range []bool{false, true} {
+		name := "sequential"
+		if parallel {
+			name = "parallel"
+		}
+		b.Run(name, func(b *testing.B) {
+			inline0 := x25519PairsInline.Load()
+			cpu0 := processCPU()
+			for i := 0; i < b.N; i++ {
+				x, y := dhJob{k: k, pub: peer.Public[:]}, dhJob{k: k, pub: peer.Public[:]}
+				runPair(&x, &y, parallel)
+				if x.err != nil || y.err != nil {
+					b.Fatal(x.err, y.err)
+				}
+			}
+			reportCPU(b, cpu0)
+			b.ReportMetric(float64(x25519PairsInline.Load()-inline0)/float64(b.N), "pairs-inline/op")
+		})
+	}
 }

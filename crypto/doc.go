@@ -7,7 +7,9 @@
 //
 // It turns bytes into bytes and keys: the caller owns sockets, timers and
 // goroutines and passes the current time explicitly wherever time matters.
-// Nothing here logs, spawns goroutines or reads the clock. Randomness comes
+// Nothing here logs or reads the clock, and no goroutine outlives a call
+// (the only one started is Config.ParallelDH's helper, off by default, for
+// the duration of one scalar multiplication). Randomness comes
 // from Config.Rand (crypto/rand when nil) so tests can be deterministic.
 //
 // Pieces:

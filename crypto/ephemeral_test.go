@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -13,6 +14,17 @@ import (
 // not run in parallel).
 func handshakeOps(t *testing.T, ic *Config, resp *Responder, rpub PublicKey, connID uint64) (ini, res uint64, is, rs *Session, hello, reply []byte) {
 	t.Helper()
+	ini, res, is, rs, hello, reply, _, _ = handshakeOpsRounds(t, ic, resp, rpub, connID)
+	return
+}
+
+// handshakeOpsRounds is handshakeOps that also returns each side's X25519
+// steps on the critical path (x25519Rounds, not counting the pairs whose
+// helper goroutine started late: the scheduler's doing, not the plan's).
+func handshakeOpsRounds(t *testing.T, ic *Config, resp *Responder, rpub PublicKey, connID uint64) (ini, res uint64, is, rs *Session, hello, reply []byte, roundI, roundR uint64) {
+	t.Helper()
+	rounds := func() uint64 { return x25519Rounds.Load() - x25519PairsInline.Load() }
+	q0 := rounds()
 	c0 := X25519Operations()
 	in, err := NewInitiator(ic, rpub, connID)
 	if err != nil {
@@ -22,70 +34,99 @@ func handshakeOps(t *testing.T, ic *Config, resp *Responder, rpub PublicKey, con
 	if err != nil {
 		t.Fatal(err)
 	}
-	c1 := X25519Operations()
+	c1, q1 := X25519Operations(), rounds()
 	r, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2 := X25519Operations()
+	c2, q2 := X25519Operations(), rounds()
 	is, fin, err := in.HandleResponderHello(r.Reply, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c3 := X25519Operations()
+	c3, q3 := X25519Operations(), rounds()
 	if err := r.Session.HandleInitiatorFinish(fin); err != nil {
 		t.Fatal(err)
 	}
-	return (c1 - c0) + (c3 - c2), c2 - c1, is, r.Session, hello, r.Reply
+	return (c1 - c0) + (c3 - c2), c2 - c1, is, r.Session, hello, r.Reply, (q1 - q0) + (q3 - q2), q2 - q1
 }
 
 // TestX25519OperationsPerSide pins the handshake's cost: 5 scalar
 // multiplications per side (one key generation, four DH; not 10, as
 // flynn/noise's own DH25519 would spend), 4 with a warm StaticSecretCache,
-// one fewer again with an EphemeralPool that has a key ready.
+// and with an EphemeralPool that knows the peer two fewer: the key pair was
+// generated ahead, with its DH with the peer's static key (the initiator's
+// es, the responder's se).
+//
+// It also pins the steps on the critical path (rounds: multiplications
+// done one after the other while the peer waits): with parallel DH the
+// pairs ee and se (and es and ss of a first-contact initiator) count once.
+// With both caches: initiator 1 (ee ∥ se), responder 2 (es, then ee).
 func TestX25519OperationsPerSide(t *testing.T) {
 	cases := []struct {
-		name          string
-		cache, pool   bool
-		wantI, wantR  uint64
-		poolKeysTaken uint64
+		name                 string
+		cache, pool          bool
+		wantI, wantR         uint64
+		parRoundI, parRoundR uint64 // critical-path steps with parallel DH
 	}{
-		{"plain", false, false, 5, 5, 0},
-		{"static-cache", true, false, 4, 4, 0},
-		{"pool", false, true, 4, 4, 1},
-		{"static-cache+pool", true, true, 3, 3, 1},
+		{"plain", false, false, 5, 5, 3, 4},
+		{"static-cache", true, false, 4, 4, 3, 3},
+		{"pool", false, true, 3, 3, 2, 3},
+		{"static-cache+pool", true, true, 2, 2, 1, 2},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ic, rc := testPeers(t)
-			if tc.cache {
-				ic.StaticCache, rc.StaticCache = NewStaticSecretCache(0), NewStaticSecretCache(0)
+		for _, seq := range []bool{true, false} {
+			name := tc.name + "/parallel"
+			if seq {
+				name = tc.name + "/sequential"
 			}
-			if tc.pool {
-				ic.Ephemerals, rc.Ephemerals = NewEphemeralPool(4, newDetRand(21)), NewEphemeralPool(4, newDetRand(22))
-			}
-			resp, err := NewResponder(rc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			handshakeOps(t, ic, resp, rc.Identity.Public, 1) // warm: static keys, cache
-			for i := range 3 {
-				if tc.pool {
-					// Refilling happens off the critical path; not counted.
-					ic.Ephemerals.Fill()
-					rc.Ephemerals.Fill()
-				}
-				gotI, gotR, is, rs, _, _ := handshakeOps(t, ic, resp, rc.Identity.Public, uint64(10+i))
-				if gotI != tc.wantI || gotR != tc.wantR {
-					t.Fatalf("X25519 operations: initiator %d, responder %d; want %d, %d", gotI, gotR, tc.wantI, tc.wantR)
-				}
-				// The sessions agree.
-				pkt := seal(t, is, "ping")
-				if o, err := rs.Open(pkt, t0); err != nil || string(o.Payload) != "ping" {
-					t.Fatalf("open: %v", err)
-				}
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				testOpsPerSide(t, tc.cache, tc.pool, seq, tc.wantI, tc.wantR, tc.parRoundI, tc.parRoundR)
+			})
+		}
+	}
+}
+
+func testOpsPerSide(t *testing.T, cache, pool, seq bool, wantI, wantR, parRoundI, parRoundR uint64) {
+	ic, rc := testPeers(t)
+	ic.ParallelDH, rc.ParallelDH = !seq, !seq
+	// Sequentially every multiplication is on the critical path.
+	wantRoundI, wantRoundR := wantI, wantR
+	if !seq && runtime.GOMAXPROCS(0) > 1 {
+		wantRoundI, wantRoundR = parRoundI, parRoundR
+	}
+	if cache {
+		ic.StaticCache, rc.StaticCache = NewStaticSecretCache(0), NewStaticSecretCache(0)
+	}
+	if pool {
+		ic.Ephemerals, rc.Ephemerals = NewEphemeralPool(4, newDetRand(21)), NewEphemeralPool(4, newDetRand(22))
+	}
+	resp, err := NewResponder(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Warm up: static keys, the cache; with a pool, two handshakes make each
+	// side keep a stock for the other (from its second handshake on).
+	handshakeOps(t, ic, resp, rc.Identity.Public, 1)
+	handshakeOps(t, ic, resp, rc.Identity.Public, 2)
+	for i := range 3 {
+		if pool {
+			// Refilling happens off the critical path; not counted.
+			ic.Ephemerals.Fill()
+			rc.Ephemerals.Fill()
+		}
+		gotI, gotR, is, rs, _, _, roundI, roundR := handshakeOpsRounds(t, ic, resp, rc.Identity.Public, uint64(10+i))
+		if gotI != wantI || gotR != wantR {
+			t.Fatalf("X25519 operations: initiator %d, responder %d; want %d, %d", gotI, gotR, wantI, wantR)
+		}
+		if roundI != wantRoundI || roundR != wantRoundR {
+			t.Fatalf("X25519 steps on the critical path: initiator %d, responder %d; want %d, %d", roundI, roundR, wantRoundI, wantRoundR)
+		}
+		// The sessions agree.
+		pkt := seal(t, is, "ping")
+		if o, err := rs.Open(pkt, t0); err != nil || string(o.Payload) != "ping" {
+			t.Fatalf("open: %v", err)
+		}
 	}
 }
 
@@ -136,11 +177,22 @@ func TestEphemeralPoolKeysUsedOnce(t *testing.T) {
 	}
 	// Initiator: 8 from the first fill, 4 misses (i = 8..11), 8 from the
 	// refill (i = 12..19).
+	// The refill also made the responder's stock: its target grew by one
+	// per dial up to 4 (half the pool), so i = 12..15 took key pairs with
+	// es precomputed, i = 16..19 plain ones, and 4 plain ones are left.
 	if h, m := ic.Ephemerals.Stats(); h != 16 || m != 4 {
 		t.Fatalf("initiator pool hits %d misses %d", h, m)
 	}
-	if ic.Ephemerals.Len() != 0 {
-		t.Fatal("pool still holds keys it handed out")
+	if h, m := ic.Ephemerals.PrecomputedStats(); h != 4 || m != n-4 {
+		t.Fatalf("initiator pool precomputed hits %d misses %d", h, m)
+	}
+	if ic.Ephemerals.Len() != 4 {
+		t.Fatalf("pool holds %d keys, want 4", ic.Ephemerals.Len())
+	}
+	for _, k := range poolKeys(ic.Ephemerals) {
+		if _, used := seen[string(k)]; used {
+			t.Fatal("pool still holds a key it handed out")
+		}
 	}
 	if h, m := rc.Ephemerals.Stats(); h != 8 || m != n-8 {
 		t.Fatalf("responder pool hits %d misses %d", h, m)
@@ -238,6 +290,22 @@ func TestHandshakeDHOneMultiplication(t *testing.T) {
 	if _, err := d.DH(e.Private, make([]byte, KeySize)); err == nil {
 		t.Fatal("all-zero (low-order) public key accepted")
 	}
+}
+
+// poolKeys lists the public keys of the key pairs a pool holds.
+func poolKeys(p *EphemeralPool) [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out [][]byte
+	for _, k := range p.keys {
+		out = append(out, k.PublicKey().Bytes())
+	}
+	for _, st := range p.stocks {
+		for _, pk := range st.keys {
+			out = append(out, pk.k.PublicKey().Bytes())
+		}
+	}
+	return out
 }
 
 func refDH(t *testing.T, priv, pub []byte) ([]byte, error) {

@@ -55,8 +55,20 @@ type Config struct {
 	StaticCache *StaticSecretCache
 	// Ephemerals, when set, supplies ephemeral key pairs generated ahead
 	// of time (the owner refills it off the critical path): one X25519
-	// operation fewer per handshake on the critical path.
+	// operation fewer per handshake on the critical path, two for a peer
+	// met recently (its DH with the peer's static key — the initiator's
+	// es, the responder's se — is precomputed too).
 	Ephemerals *EphemeralPool
+	// ParallelDH computes the two independent Diffie-Hellman values of a
+	// handshake step (ee and se; an initiator's es and ss on first contact)
+	// at once, one on a helper goroutine that lives only for that
+	// computation, when GOMAXPROCS > 1. The results are the same either
+	// way. It only pays when a core is idle: the helper must start within
+	// one scalar multiplication (~30 µs). On the shared 2-core test machine
+	// it almost never did (docs/crypto.md, "Cost"), so it is off by
+	// default; runPair also falls back to sequential by itself while
+	// helpers keep starting late.
+	ParallelDH bool
 }
 
 func randOrDefault(r io.Reader) io.Reader {
@@ -207,8 +219,12 @@ func (i *Initiator) Hello(now time.Time) ([]byte, error) {
 		return nil, newError(KindState, "handshake finished", nil)
 	}
 	if !i.sentHello {
+		if err := i.dh.prepareHello(i.peer, randOrDefault(i.cfg.Rand)); err != nil {
+			return nil, err
+		}
 		payload := appendHelloPayload(nil, i.offer, i.cfg.AES.hardware())
 		msg, _, _, err := i.hs.WriteMessage(nil, payload)
+		i.dh.clearPre()
 		if err != nil {
 			return nil, newError(KindHandshake, "noise write", err)
 		}
@@ -300,7 +316,9 @@ func (i *Initiator) HandleResponderHello(pkt []byte, now time.Time) (*Session, [
 	if m.connID != i.connID {
 		return nil, nil, newError(KindMalformed, "conn ID", nil)
 	}
+	i.dh.prepareFinish(m.noise)
 	payload, cs1, cs2, err := i.hs.ReadMessage(nil, m.noise)
+	i.dh.clearPre()
 	if err != nil {
 		return nil, nil, newError(KindAuthFailed, "ResponderHello", err)
 	}
@@ -446,7 +464,11 @@ func (r *Responder) HandleInitiatorHello(pkt []byte, addr netip.AddrPort, now ti
 	if early != nil {
 		flags = 1
 	}
+	if err := dh.prepareReply(hs.PeerEphemeral(), hs.PeerStatic(), randOrDefault(r.cfg.Rand)); err != nil {
+		return HelloResult{}, err
+	}
 	msg2, cs1, cs2, err := hs.WriteMessage(nil, []byte{byte(suite), flags})
+	dh.clearPre()
 	if err != nil || cs1 == nil || cs2 == nil {
 		return HelloResult{}, newError(KindHandshake, "noise write", err)
 	}

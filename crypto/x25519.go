@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/subtle"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -51,6 +52,14 @@ func generateX25519(rng io.Reader) (*ecdh.PrivateKey, error) {
 	return k, err
 }
 
+// x25519Rounds counts the X25519 steps the handshakes of this process took
+// one after the other while a peer waited: a DH or key generation computed
+// on the spot is one step, a pair computed in parallel (runPair) one step.
+// Pool refills are not counted. x25519PairsInline counts the pairs whose
+// helper goroutine did not start before the first DH was done, so that both
+// ran in sequence after all (each such pair also counts a second step).
+var x25519Rounds, x25519PairsInline atomic.Uint64
+
 // x25519DH is one Diffie-Hellman computation: one scalar multiplication.
 // An all-zero result (a low-order peer key) is an error.
 func x25519DH(k *ecdh.PrivateKey, peer []byte) ([]byte, error) {
@@ -60,6 +69,93 @@ func x25519DH(k *ecdh.PrivateKey, peer []byte) ([]byte, error) {
 	}
 	x25519Ops.Add(1)
 	return k.ECDH(pub)
+}
+
+// dhJob is one Diffie-Hellman computation of a handshake, for runPair.
+type dhJob struct {
+	k   *ecdh.PrivateKey
+	pub []byte
+	out []byte
+	err error
+}
+
+func (j *dhJob) run() { j.out, j.err = x25519DH(j.k, j.pub) }
+
+// runPair computes two independent DHs. In parallel, a helper goroutine
+// takes b while this one computes a; if the helper has not started by then
+// (no idle core), this goroutine computes b itself rather than wait for the
+// scheduler. Either way the goroutine that claims b is the only one to
+// touch it, and runPair returns only once both are done: the helper never
+// outlives it with work to do.
+//
+// A helper that starts late costs CPU (a goroutine, a thread woken to spin)
+// and saves nothing, so runPair keeps score: while recent helpers mostly
+// started late (every core busy, as on a shared machine under load) it
+// computes the pairs in sequence, trying the helper again every
+// pairProbeEvery pairs to notice when a core is free again.
+func runPair(a, b *dhJob, parallel bool) {
+	x25519Rounds.Add(1)
+	if parallel && pairLate.Load() >= pairLateOff && pairProbe.Add(1)%pairProbeEvery != 0 {
+		parallel = false
+		x25519PairsInline.Add(1)
+	}
+	if !parallel {
+		x25519Rounds.Add(1)
+		a.run()
+		b.run()
+		return
+	}
+	var claimed atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		if claimed.CompareAndSwap(false, true) {
+			b.run()
+		}
+		close(done)
+	}()
+	// The helper sits in this P's runnext slot, which idle Ps are slow to
+	// steal from (they wait for the running goroutine to yield); a second
+	// goroutine pushes it into the local run queue, where they take it at
+	// once. In measurements the helper started in time about twice as often.
+	go func() {}()
+	a.run()
+	if claimed.CompareAndSwap(false, true) {
+		x25519Rounds.Add(1)
+		x25519PairsInline.Add(1)
+		scorePair(true)
+		b.run()
+		return
+	}
+	scorePair(false)
+	<-done
+}
+
+// pairLate is runPair's score of recent helpers: +1 for one that started
+// late, -1 for one on time, within [0, pairLateMax]. From pairLateOff up,
+// pairs run in sequence but for a probe every pairProbeEvery pairs.
+var (
+	pairLate  atomic.Int32
+	pairProbe atomic.Uint32
+)
+
+const (
+	pairLateMax    = 8
+	pairLateOff    = 4
+	pairProbeEvery = 8
+)
+
+func scorePair(late bool) {
+	for {
+		v := pairLate.Load()
+		n := v - 1
+		if late {
+			n = v + 1
+		}
+		n = min(max(n, 0), pairLateMax)
+		if n == v || pairLate.CompareAndSwap(v, n) {
+			return
+		}
+	}
 }
 
 // staticKeys holds the crypto/ecdh form of the static keys in use, so that
@@ -105,13 +201,24 @@ func staticKey(id *Identity) (*ecdh.PrivateKey, error) {
 // it can remember its keys): X25519 with one scalar multiplication per DH;
 // the ephemeral key comes from the EphemeralPool when there is one; with a
 // StaticSecretCache the static-static result is cached per peer.
+//
+// Before each Noise message, the handshake asks handshakeDH to prepare the
+// DHs that message will need (prepareHello, prepareReply, prepareFinish):
+// they are computed ahead, the independent ones in parallel, and kept in
+// pre, each bound to the key object and the exact public key it was
+// computed for; Noise's DH calls then take them from there (once: a slot is
+// cleared when used, and all are cleared before the next message). The
+// bytes Noise computes with are the same either way.
 type handshakeDH struct {
-	id     *Identity
-	static *ecdh.PrivateKey // id.Private as a crypto/ecdh key
-	eph    *ecdh.PrivateKey // our ephemeral, once generated
-	pool   *EphemeralPool   // nil: generate ephemerals on the spot
-	cache  *StaticSecretCache
-	peer   func() []byte // the peer's static key once known
+	id       *Identity
+	static   *ecdh.PrivateKey // id.Private as a crypto/ecdh key
+	eph      *ecdh.PrivateKey // our ephemeral, once generated
+	ready    *ecdh.PrivateKey // an ephemeral taken ahead, for GenerateKeypair
+	pool     *EphemeralPool   // nil: generate ephemerals on the spot
+	cache    *StaticSecretCache
+	peer     func() []byte // the peer's static key once known
+	parallel bool          // compute independent DHs on two goroutines
+	pre      [2]preDH
 
 	// A freshly computed static-static value is only held as pending;
 	// the handshake commits it to the cache once the peer is
@@ -127,7 +234,179 @@ func newHandshakeDH(cfg *Config, peer func() []byte) (*handshakeDH, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handshakeDH{id: &cfg.Identity, static: k, pool: cfg.Ephemerals, cache: cfg.StaticCache, peer: peer}, nil
+	return &handshakeDH{id: &cfg.Identity, static: k, pool: cfg.Ephemerals, cache: cfg.StaticCache, peer: peer,
+		parallel: cfg.ParallelDH && runtime.GOMAXPROCS(0) > 1}, nil
+}
+
+// preDH is a DH result computed ahead: DH(k, pub).
+type preDH struct {
+	k   *ecdh.PrivateKey // nil: empty slot
+	pub [KeySize]byte
+	out [KeySize]byte
+}
+
+func (d *handshakeDH) clearPre() {
+	for i := range d.pre {
+		clear(d.pre[i].out[:])
+		d.pre[i] = preDH{}
+	}
+}
+
+func (d *handshakeDH) setPre(i int, k *ecdh.PrivateKey, pub, out []byte) {
+	d.pre[i] = preDH{k: k, pub: [KeySize]byte(pub), out: [KeySize]byte(out)}
+}
+
+// usePre returns and forgets the result computed ahead for DH(k, pub).
+func (d *handshakeDH) usePre(k *ecdh.PrivateKey, pub []byte) ([]byte, bool) {
+	for i := range d.pre {
+		p := &d.pre[i]
+		if p.k != nil && p.k == k && len(pub) == KeySize && [KeySize]byte(pub) == p.pub {
+			out := append(make([]byte, 0, KeySize), p.out[:]...)
+			clear(p.out[:])
+			*p = preDH{}
+			return out, true
+		}
+	}
+	return nil, false
+}
+
+// compute runs the jobs (at most two; a failed one stays unset, so that
+// Noise's own DH call fails the same way) and stores the results, jobs[i]
+// in pre[slot[i]].
+func (d *handshakeDH) compute(jobs []dhJob, slot []int) {
+	switch len(jobs) {
+	case 0:
+		return
+	case 1:
+		x25519Rounds.Add(1)
+		jobs[0].run()
+	default:
+		runPair(&jobs[0], &jobs[1], d.parallel)
+	}
+	for i := range jobs {
+		if jobs[i].err == nil {
+			d.setPre(slot[i], jobs[i].k, jobs[i].pub, jobs[i].out)
+		}
+		clear(jobs[i].out)
+	}
+}
+
+// prepareHello readies Noise message 1 of an initiator (tokens e, es, s,
+// ss): it takes the ephemeral (from the pool, with es = DH(e, peer) when
+// the pool precomputed it for this responder) and computes what is missing
+// of es and ss, the two in parallel when both are (a first contact).
+func (d *handshakeDH) prepareHello(peer PublicKey, rng io.Reader) error {
+	d.clearPre()
+	var k *ecdh.PrivateKey
+	var es []byte
+	if d.pool != nil {
+		k, es = d.pool.takeFor(peer)
+	}
+	if k == nil {
+		x25519Rounds.Add(1)
+		var err error
+		if k, err = generateX25519(rng); err != nil {
+			return err
+		}
+	}
+	d.ready = k
+	var jobs [2]dhJob
+	var slots [2]int
+	n := 0
+	if es != nil {
+		d.setPre(0, k, peer[:], es)
+		clear(es)
+	} else {
+		jobs[n], slots[n] = dhJob{k: k, pub: peer[:]}, 0
+		n++
+	}
+	ssFresh := false
+	if v, ok := d.cachedStaticStatic(peer); ok {
+		d.setPre(1, d.static, peer[:], v[:])
+		clear(v[:])
+	} else {
+		jobs[n], slots[n] = dhJob{k: d.static, pub: peer[:]}, 1
+		ssFresh = d.cache != nil
+		n++
+	}
+	d.compute(jobs[:n], slots[:n])
+	if ssFresh && d.pre[1].k != nil {
+		// Committed to the cache once the responder is authenticated.
+		d.pending, d.pendingKey, d.hasPending = d.pre[1].out, pairKey(d.id.Public, peer), true
+	}
+	return nil
+}
+
+// prepareReply readies Noise message 2 of a responder (tokens e, ee, se)
+// once message 1 revealed the initiator's ephemeral re and authenticated
+// its static key rs: it takes the ephemeral — from the pool, with se =
+// DH(e, rs) when the pool precomputed it for this initiator — and computes
+// what is missing: ee = DH(e, re), and se in parallel with it.
+func (d *handshakeDH) prepareReply(re, rs []byte, rng io.Reader) error {
+	d.clearPre()
+	var k *ecdh.PrivateKey
+	var se []byte
+	peerOK := len(rs) == KeySize
+	if d.pool != nil {
+		if peerOK {
+			k, se = d.pool.takeFor(PublicKey(rs))
+		} else {
+			k = d.pool.take()
+		}
+	}
+	if k == nil {
+		x25519Rounds.Add(1)
+		var err error
+		if k, err = generateX25519(rng); err != nil {
+			return err
+		}
+	}
+	d.ready = k
+	if len(re) != KeySize || !peerOK {
+		return nil // Noise fails on its own
+	}
+	if se != nil {
+		d.setPre(1, k, rs, se)
+		clear(se)
+		d.compute([]dhJob{{k: k, pub: re}}, []int{0})
+		return nil
+	}
+	jobs := [2]dhJob{{k: k, pub: re}, {k: k, pub: rs}}
+	d.compute(jobs[:], []int{0, 1})
+	return nil
+}
+
+// prepareFinish readies the initiator's read of Noise message 2 (tokens e,
+// ee, se), whose first 32 bytes are the responder's ephemeral re: ee =
+// DH(e, re) and se = DH(s, re), in parallel. A forged message's values are
+// never used for another: they are bound to its re and cleared before the
+// next message.
+func (d *handshakeDH) prepareFinish(msg []byte) {
+	d.clearPre()
+	if d.eph == nil || len(msg) < KeySize {
+		return
+	}
+	re := msg[:KeySize:KeySize]
+	jobs := [2]dhJob{{k: d.eph, pub: re}, {k: d.static, pub: re}}
+	d.compute(jobs[:], []int{0, 1})
+}
+
+// cachedStaticStatic looks the static-static value for peer up in the
+// cache (counting a hit or a miss).
+func (d *handshakeDH) cachedStaticStatic(peer PublicKey) ([KeySize]byte, bool) {
+	if d.cache == nil {
+		return [KeySize]byte{}, false
+	}
+	c := d.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[pairKey(d.id.Public, peer)]
+	if ok {
+		c.hits++
+	} else {
+		c.misses++
+	}
+	return v, ok
 }
 
 // suite is the Noise cipher suite of the handshake, with d as its DH.
@@ -152,11 +431,13 @@ func (d *handshakeDH) commit() {
 
 // GenerateKeypair implements noise.DHFunc: a pooled key pair, else a new one.
 func (d *handshakeDH) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
-	var k *ecdh.PrivateKey
-	if d.pool != nil {
+	k := d.ready
+	d.ready = nil
+	if k == nil && d.pool != nil {
 		k = d.pool.take()
 	}
 	if k == nil {
+		x25519Rounds.Add(1)
 		var err error
 		if k, err = generateX25519(rng); err != nil {
 			return noise.DHKey{}, err
@@ -177,6 +458,9 @@ func (d *handshakeDH) DH(priv, pub []byte) ([]byte, error) {
 		k = d.eph
 	case subtle.ConstantTimeCompare(priv, d.id.Private[:]) == 1:
 		k = d.static
+		if out, ok := d.usePre(k, pub); ok {
+			return out, nil
+		}
 		if d.cache != nil {
 			if peer := d.peerKey(); peer != nil && bytes.Equal(pub, peer) {
 				return d.staticStatic(peer)
@@ -188,6 +472,10 @@ func (d *handshakeDH) DH(priv, pub []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if out, ok := d.usePre(k, pub); ok {
+		return out, nil
+	}
+	x25519Rounds.Add(1)
 	return x25519DH(k, pub)
 }
 
@@ -218,6 +506,7 @@ func (d *handshakeDH) staticStatic(peer []byte) ([]byte, error) {
 		copy(out, v[:])
 		return out, nil
 	}
+	x25519Rounds.Add(1)
 	out, err := x25519DH(d.static, peer)
 	if err != nil {
 		return nil, err
