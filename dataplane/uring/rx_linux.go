@@ -77,6 +77,7 @@ type rxState struct {
 	dummy   [8]byte     // Name/Control point here: never written by multishot
 
 	armed    bool    // the multishot request is in flight
+	arms     int     // times the request was submitted
 	provided int     // buffers in the kernel's ring
 	lastErr  int32   // the errno that last ended the request
 	failures int     // consecutive ends by an error (not ENOBUFS) without a datagram

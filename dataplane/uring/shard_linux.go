@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,6 +66,18 @@ type shardConn struct {
 	wakeBuf     [8]byte
 	wakeArmed   bool
 
+	// Network-poller mode (the default): the shard is not tied to a thread
+	// and parks in Go's network poller on a duplicate of the ring's
+	// descriptor, which polls readable when a CQE is posted. Wake sets a
+	// read deadline in the past when the shard is parked.
+	pollFile  *os.File
+	pollRaw   syscall.RawConn
+	pollFn    func(uintptr) bool // pollReady, made once: a closure per Wait would allocate
+	woken     atomic.Bool
+	parked    atomic.Bool // in the poller: a Wake must interrupt it
+	busyPoll  time.Duration
+	txStarved bool // TxBuffers found every chunk in flight: a freed one ends Wait
+
 	rx rxState
 	tx txState
 }
@@ -89,10 +102,6 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	}()
 	c.features.GSO, c.features.GRO = c.gso, c.gro
 	c.features.RecvBuffer, c.features.SendBuffer = s.RecvBuffer, s.SendBuffer
-	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
-		return nil, os.NewSyscallError("eventfd", err)
-	}
-
 	nbufs, bufSize := rxGeometry(c.gro, cfg.MaxDatagram, b.RxBuffers)
 	cqEntries := uint32(1)
 	for cqEntries < uint32(txChunks*cfg.Batch+nbufs+16) {
@@ -102,7 +111,24 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	if err != nil {
 		return nil, err
 	}
-	if err := c.ring.RegisterFiles([]int32{int32(c.fd), int32(c.wakeFD)}); err != nil {
+	// The shard waits in the network poller unless told to keep a thread
+	// (ThreadPerShard, Pin) or the ring's descriptor cannot be polled; then
+	// it waits in io_uring_enter and Wake writes an eventfd the ring reads.
+	if !b.ThreadPerShard && !cfg.Pin {
+		if perr := c.openPoller(); perr != nil {
+			c.features.Disabled = append(c.features.Disabled, perr)
+		} else {
+			c.busyPoll = cfg.BusyPoll
+		}
+	}
+	files := []int32{int32(c.fd)}
+	if c.pollFile == nil {
+		if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+			return nil, os.NewSyscallError("eventfd", err)
+		}
+		files = append(files, int32(c.wakeFD))
+	}
+	if err := c.ring.RegisterFiles(files); err != nil {
 		return nil, err
 	}
 	if err := c.rx.init(c.ring, nbufs, bufSize, c.gro); err != nil {
@@ -110,6 +136,7 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	}
 	c.tx.init(cfg.Batch, cfg.MaxDatagram)
 	c.features.SQPoll = c.ring.Flags()&ring.SetupSQPoll != 0
+	c.features.Netpoll = c.pollFile != nil
 	c.features.RxBuffers, c.features.RxBufSize = nbufs, bufSize
 	c.features.RingFeatures = c.ring.Features()
 	c.features.SQEntries, c.features.CQEntries = c.ring.SQEntries(), c.ring.CQEntries()
@@ -170,8 +197,9 @@ func (c *shardConn) arm() error {
 		}
 		ring.PrepRecvmsgMultishot(sqe, fileSocket, true, &r.msg, bufGroup, udRecv)
 		r.armed = true
+		r.arms++
 	}
-	if !c.wakeArmed {
+	if !c.wakeArmed && c.wakeFD >= 0 {
 		sqe := c.getSQE()
 		if sqe == nil {
 			return nil
@@ -205,8 +233,9 @@ func (c *shardConn) submit() error {
 	return os.NewSyscallError("io_uring_enter", err)
 }
 
-// Wait blocks in io_uring_enter until a completion arrives (a datagram, a
-// send completing, the wake read), or the deadline passes.
+// Wait blocks until a datagram may be ready, Wake is called, or the
+// deadline passes: in the network poller (the default), or in
+// io_uring_enter on the shard's thread (ThreadPerShard).
 func (c *shardConn) Wait(deadline time.Time) error {
 	c.reap()
 	if c.rx.ready() {
@@ -214,6 +243,9 @@ func (c *shardConn) Wait(deadline time.Time) error {
 	}
 	if err := c.arm(); err != nil {
 		return err
+	}
+	if c.pollFile != nil {
+		return c.waitNetpoll(deadline)
 	}
 	timeout := time.Duration(-1)
 	if !deadline.IsZero() {
@@ -231,6 +263,10 @@ func (c *shardConn) Wait(deadline time.Time) error {
 // Wake makes the shard's Wait return: a write to the eventfd that the ring
 // has a read posted on. Writes are skipped while one is pending.
 func (c *shardConn) Wake() {
+	if c.pollFile != nil {
+		c.wakeNetpoll()
+		return
+	}
 	if c.closed.Load() || c.wakePending.Swap(true) {
 		return
 	}
@@ -260,6 +296,9 @@ func (c *shardConn) Close() error {
 		}
 	}
 	errs = append(errs, c.rx.close(drained))
+	if c.pollFile != nil {
+		errs = append(errs, c.pollFile.Close())
+	}
 	if c.ring != nil {
 		errs = append(errs, c.ring.Close())
 	}

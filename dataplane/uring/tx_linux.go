@@ -119,9 +119,11 @@ func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
 		if len(t.free) == 0 {
 			c.reap()
 			if len(t.free) == 0 {
+				c.txStarved = true
 				return 0
 			}
 		}
+		c.txStarved = false
 		t.handed = t.free[len(t.free)-1]
 		t.free = t.free[:len(t.free)-1]
 	}

@@ -23,6 +23,12 @@ type Backend struct {
 	// no system call while it is awake. Off by default: it was slower here
 	// with 2 cores, where the thread competes with the shards.
 	SQPoll bool
+	// ThreadPerShard keeps each shard on a thread of its own that waits in
+	// io_uring_enter, woken by an eventfd read posted on the ring, instead
+	// of parking in Go's network poller on the ring's descriptor (the
+	// default, which costs fewer thread switches when the shard hands work
+	// to other goroutines). Config.Pin implies it.
+	ThreadPerShard bool
 	// RxBuffers is the number of provided receive buffers per shard (a
 	// power of two); 0 chooses by buffer size (see docs/uring.md).
 	RxBuffers int
@@ -50,6 +56,12 @@ type Features struct {
 	RxBuffers, RxBufSize   int    // provided buffers and the size of each
 	RingFeatures           uint32 // ring.Feat* bits
 	SQEntries, CQEntries   uint32
+	// Netpoll: the shard waits in Go's network poller (else in
+	// io_uring_enter on a thread of its own).
+	Netpoll bool
+	// Disabled lists what this shard asked for and the kernel refused,
+	// each a typed error (*PollerError, ...), the shard running without it.
+	Disabled []error
 }
 
 // FeaturesOf reports what the kernel offered a ShardConn of this backend.

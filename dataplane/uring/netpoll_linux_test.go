@@ -1,0 +1,274 @@
+package uring
+
+import (
+	"net"
+	"net/netip"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/dptest"
+)
+
+// openOne opens one shard on loopback with b and cfg.
+func openOne(t *testing.T, b *Backend, cfg dataplane.Config) *shardConn {
+	t.Helper()
+	cfg.Addr = netip.AddrPortFrom(loopback4, 0)
+	conns, err := b.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conns[0].Close() })
+	return conns[0].(*shardConn)
+}
+
+// sendTo sends n datagrams of 100 bytes to dst from a plain socket.
+func sendTo(t *testing.T, dst netip.AddrPort, n int) {
+	t.Helper()
+	conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	b := make([]byte, 100)
+	for i := range n {
+		dptest.FillPattern(b, uint64(i))
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// receiveAll receives n datagrams with Recv and Wait (no deadline, as the
+// engine waits), failing after limit.
+func receiveAll(t *testing.T, c *shardConn, n int, limit time.Duration) {
+	t.Helper()
+	pkts := make([]dataplane.Packet, 64)
+	got := 0
+	for start := time.Now(); got < n; {
+		if time.Since(start) > limit {
+			t.Fatalf("received %d of %d datagrams in %v", got, n, limit)
+		}
+		k, err := c.Recv(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += k
+		c.Release(pkts[:k])
+		if k == 0 {
+			if err := c.Wait(time.Now().Add(limit)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// By default a shard waits in the network poller and may move between
+// threads; ThreadPerShard and Pin keep the thread (and the eventfd).
+func TestNetpollIsTheDefault(t *testing.T) {
+	requireURing(t)
+	c := openOne(t, &Backend{}, dataplane.Config{})
+	if f, _ := FeaturesOf(c); !f.Netpoll || len(f.Disabled) != 0 || c.ThreadAffine() || c.wakeFD >= 0 {
+		t.Errorf("default shard: netpoll %v, disabled %v, thread-affine %v, eventfd %d", f.Netpoll, f.Disabled, c.ThreadAffine(), c.wakeFD)
+	}
+	for _, tc := range []struct {
+		b   *Backend
+		cfg dataplane.Config
+	}{{&Backend{ThreadPerShard: true}, dataplane.Config{}}, {&Backend{}, dataplane.Config{Pin: true}}} {
+		c := openOne(t, tc.b, tc.cfg)
+		if f, _ := FeaturesOf(c); f.Netpoll || !c.ThreadAffine() || c.wakeFD < 0 {
+			t.Errorf("ThreadPerShard %v Pin %v: netpoll %v, thread-affine %v, eventfd %d", tc.b.ThreadPerShard, tc.cfg.Pin, f.Netpoll, c.ThreadAffine(), c.wakeFD)
+		}
+	}
+}
+
+// The multishot receive belongs to the thread that armed it, which runs its
+// task work. Completions must still come when that thread sleeps (parked by
+// the Go scheduler, in futex) or computes without entering the kernel,
+// while the shard runs on other threads; and when the thread exits (which
+// may cancel the request) the shard re-arms on its current thread.
+func TestCompletionsWhenTheArmingThreadIsElsewhere(t *testing.T) {
+	requireURing(t)
+	for _, mode := range []string{"sleeps", "spins", "exits"} {
+		t.Run(mode, func(t *testing.T) {
+			c := openOne(t, &Backend{}, dataplane.Config{DisableGRO: true})
+			armed := make(chan int)
+			release := make(chan struct{})
+			var stop atomic.Bool
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				runtime.LockOSThread()
+				pkts := make([]dataplane.Packet, 8)
+				if _, err := c.Recv(pkts); err != nil { // arms the receive on this thread
+					t.Error(err)
+				}
+				armed <- unix.Gettid()
+				switch mode {
+				case "sleeps":
+					<-release
+				case "spins":
+					for x := 0; !stop.Load(); x++ {
+					}
+				case "exits":
+					return // still locked: the thread exits with the goroutine
+				}
+				runtime.UnlockOSThread()
+			}()
+			armer := <-armed
+			if mode == "exits" {
+				<-done
+			}
+			// Receive on this goroutine, on other threads than the armer's
+			// (checked: a goroutine locked to a thread shares it with no one).
+			for round := range 5 {
+				var tid int
+				ok := make(chan struct{})
+				go func() {
+					defer close(ok)
+					runtime.LockOSThread()
+					defer runtime.UnlockOSThread()
+					tid = unix.Gettid()
+					sendTo(t, c.LocalAddr(), 50)
+					receiveAll(t, c, 50, 5*time.Second)
+				}()
+				<-ok
+				if tid == armer {
+					t.Fatalf("round %d ran on the arming thread", round)
+				}
+				if t.Failed() {
+					return
+				}
+			}
+			stop.Store(true)
+			close(release)
+			<-done
+			if got := c.Stats().RxPackets; got != 250 {
+				t.Errorf("RxPackets %d, want 250", got)
+			}
+			checkAccounting(t, c)
+			switch {
+			case mode != "exits":
+				if c.rx.arms != 1 {
+					t.Errorf("receive armed %d times, want once: the armer's request serves every round", c.rx.arms)
+				}
+			case c.rx.arms == 1:
+				// Linux 6.18 keeps a socket's poll-driven request when its
+				// thread exits and runs its task work on a kernel worker.
+				t.Logf("the request outlived its thread")
+			case c.rx.arms != 2 || c.rx.lastErr != int32(unix.ECANCELED):
+				t.Errorf("receive armed %d times, last end errno %d: want one re-arm after ECANCELED", c.rx.arms, c.rx.lastErr)
+			}
+		})
+	}
+}
+
+// A Wake reaches a parked shard quickly: the time from Wake to Wait's
+// return, over many rounds, has a bounded median and maximum.
+func TestWakeLatency(t *testing.T) {
+	requireURing(t)
+	for _, b := range []*Backend{{}, {ThreadPerShard: true}} {
+		t.Run(mode(b), func(t *testing.T) {
+			c := openOne(t, b, dataplane.Config{})
+			lat := make([]time.Duration, 0, 200)
+			for range cap(lat) {
+				// Settle: consume a wake-up left by the previous round.
+				c.Wait(time.Now().Add(time.Millisecond))
+				var woke atomic.Int64
+				go func() {
+					time.Sleep(200 * time.Microsecond)
+					woke.Store(time.Now().UnixNano())
+					c.Wake()
+				}()
+				if err := c.Wait(time.Now().Add(5 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				end := time.Now().UnixNano()
+				for woke.Load() == 0 { // returned early (a stale completion): wait for the Wake
+					if err := c.Wait(time.Now().Add(5 * time.Second)); err != nil {
+						t.Fatal(err)
+					}
+					end = time.Now().UnixNano()
+				}
+				lat = append(lat, time.Duration(end-woke.Load()))
+			}
+			slices.Sort(lat)
+			p50, worst := lat[len(lat)/2], lat[len(lat)-1]
+			t.Logf("Wake to Wait return: p50 %v, p90 %v, max %v", p50, lat[len(lat)*9/10], worst)
+			if p50 > 2*time.Millisecond || worst > time.Second {
+				t.Errorf("Wake to Wait return: p50 %v, max %v", p50, worst)
+			}
+		})
+	}
+}
+
+func mode(b *Backend) string {
+	if b.ThreadPerShard {
+		return "thread"
+	}
+	return "netpoll"
+}
+
+// No Wake is lost: goroutines hand the shard work and Wake it, many times
+// and concurrently, while the shard takes the work and waits with no
+// deadline but a watchdog's. A Wait that lasts until the watchdog while work
+// is pending lost a wake-up.
+func TestNoLostWakeups(t *testing.T) {
+	requireURing(t)
+	for _, b := range []*Backend{{}, {ThreadPerShard: true}} {
+		t.Run(mode(b), func(t *testing.T) {
+			c := openOne(t, b, dataplane.Config{})
+			const wakers, each = 4, 20000
+			var pending atomic.Int64
+			var wg sync.WaitGroup
+			for w := range wakers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						pending.Add(1)
+						c.Wake()
+						if (i+w)%64 == 0 {
+							time.Sleep(time.Duration(i%7) * time.Microsecond)
+						}
+					}
+				}()
+			}
+			const watchdog = 3 * time.Second
+			taken, waits := int64(0), 0
+			for taken < wakers*each {
+				taken += pending.Swap(0)
+				if taken == wakers*each {
+					break
+				}
+				start := time.Now()
+				if err := c.Wait(start.Add(watchdog)); err != nil {
+					t.Fatal(err)
+				}
+				waits++
+				if time.Since(start) >= watchdog && pending.Load() > 0 {
+					t.Fatalf("Wait slept %v with %d work items handed over: a Wake was lost (%d of %d taken)", watchdog, pending.Load(), taken, wakers*each)
+				}
+			}
+			wg.Wait()
+			t.Logf("%d work items taken in %d waits", taken, waits)
+		})
+	}
+}
+
+// The old mode still carries traffic through the engine.
+func TestThreadPerShardPingPong(t *testing.T) {
+	requireURing(t)
+	cfg := dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)}
+	b := &Backend{ThreadPerShard: true}
+	r := dptest.PingPong(t, b, cfg, &Backend{}, cfg, 1200, 20000)
+	if r.Server.RxPackets != 20000 || r.Server.TxPackets != 20000 {
+		t.Fatalf("server counters %+v", r.Server)
+	}
+}
