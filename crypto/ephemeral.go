@@ -185,14 +185,21 @@ func (p *EphemeralPool) PrecomputedStats() (hits, misses uint64) {
 
 // take removes and returns one key pair, or nil when the pool is empty.
 func (p *EphemeralPool) take() *ecdh.PrivateKey {
-	p.mu.Lock()
-	k := p.takeLocked()
-	low := len(p.keys) <= p.max/2
-	p.mu.Unlock()
+	k, low := p.takeLow()
 	if low {
 		p.signalLow()
 	}
 	return k
+}
+
+// takeLow is take that leaves the Low signal to the caller: low says the
+// pool wants a Fill. A handshake sends it once it is past its critical
+// path, so that the refill does not compete with it for a core.
+func (p *EphemeralPool) takeLow() (*ecdh.PrivateKey, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := p.takeLocked()
+	return k, len(p.keys) <= p.max/2
 }
 
 func (p *EphemeralPool) takeLocked() *ecdh.PrivateKey {
@@ -220,9 +227,18 @@ func (p *EphemeralPool) signalLow() {
 // keeps no copy), else dh nil; k is nil when the pool is empty. It records
 // the handshake, so that Fill prepares key pairs for peer.
 func (p *EphemeralPool) takeFor(peer PublicKey) (k *ecdh.PrivateKey, dh []byte) {
+	k, dh, low := p.takeForLow(peer)
+	if low {
+		p.signalLow()
+	}
+	return k, dh
+}
+
+// takeForLow is takeFor that leaves the Low signal to the caller (takeLow).
+func (p *EphemeralPool) takeForLow(peer PublicKey) (k *ecdh.PrivateKey, dh []byte, low bool) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	st := p.met(peer)
-	low := false
 	if n := len(st.keys); n > 0 {
 		pk := &st.keys[n-1]
 		k, dh = pk.k, append(make([]byte, 0, KeySize), pk.dh[:]...)
@@ -231,17 +247,11 @@ func (p *EphemeralPool) takeFor(peer PublicKey) (k *ecdh.PrivateKey, dh []byte) 
 		st.keys = st.keys[:n-1]
 		p.hits++
 		p.preHits++
-		low = len(st.keys) <= st.target/2
-	} else {
-		p.preMiss++
-		k = p.takeLocked()
-		low = st.target > 0 && !st.bad || len(p.keys) <= p.max/2
+		return k, dh, len(st.keys) <= st.target/2
 	}
-	p.mu.Unlock()
-	if low {
-		p.signalLow()
-	}
-	return k, dh
+	p.preMiss++
+	k = p.takeLocked()
+	return k, nil, st.target > 0 && !st.bad || len(p.keys) <= p.max/2
 }
 
 // met returns peer's stock, made the most recent (created, evicting the

@@ -352,6 +352,7 @@ func (i *Initiator) HandleResponderHello(pkt []byte, now time.Time) (*Session, [
 	fin = append(fin, conf[:]...)
 	clear(sec.finished[:])
 	i.done = true
+	i.dh.signalRefill() // past the initiator's critical path
 	return s, fin, nil
 }
 
@@ -479,6 +480,11 @@ func (r *Responder) HandleInitiatorHello(pkt []byte, addr netip.AddrPort, now ti
 	}
 	s.finished = sec.finished
 	s.tickets = r.cfg.TicketKeys
+	if dh.refill {
+		// Refill once the initiator confirmed: until then the initiator is
+		// computing its last DHs, and the session may never confirm.
+		s.refill, dh.refill = dh.pool, false
+	}
 	s.earlyAccepted = early != nil
 	s.amp.OnReceive(len(pkt))
 	if addrValid {
@@ -568,8 +574,7 @@ func (s *Session) HandleInitiatorFinish(pkt []byte) error {
 	if !hmac.Equal(want[:], m.confirm) {
 		return newError(KindAuthFailed, "InitiatorFinish", nil)
 	}
-	s.confirmed = true
-	s.amp.Validate()
+	s.confirm()
 	return nil
 }
 

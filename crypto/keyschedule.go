@@ -1,7 +1,9 @@
 package crypto
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"hash"
 	"io"
 
 	"golang.org/x/crypto/hkdf"
@@ -42,6 +44,41 @@ func expand32(secret []byte, label string, context []byte) (k [32]byte) {
 	return k
 }
 
+// expander computes HKDF-Expand-SHA256(secret, "mxp/1 " || label, n) for
+// several labels of one secret and n <= 32: the output is then the first n
+// bytes of T(1) = HMAC(secret, info || 0x01), so one keyed HMAC, reset
+// between labels, serves them all (hkdf.Expand would key a new one per
+// label). Same bytes as expand (TestExpanderMatchesExpand).
+type expander struct {
+	h   hash.Hash
+	buf []byte
+}
+
+func newExpander(secret []byte) *expander {
+	return &expander{h: hmac.New(sha256.New, secret), buf: make([]byte, 0, 64)}
+}
+
+// expandTo writes the first len(out) (<= 32) bytes of the label's output.
+func (e *expander) expandTo(out []byte, label string) {
+	e.h.Reset()
+	info := append(append(append(e.buf[:0], labelPrefix...), label...), 1)
+	e.h.Write(info)
+	sum := e.h.Sum(e.buf[:0])
+	copy(out, sum)
+	clear(sum)
+}
+
+func (e *expander) expand32(label string) (k [32]byte) {
+	e.expandTo(k[:], label)
+	return k
+}
+
+// wipe forgets the secret's keyed state as far as hash.Hash allows.
+func (e *expander) wipe() {
+	e.h.Reset()
+	clear(e.buf[:cap(e.buf)])
+}
+
 // handshakeSecrets is everything the handshake hands to the session.
 type handshakeSecrets struct {
 	hash       [32]byte // Noise handshake hash h after message two
@@ -59,10 +96,12 @@ func deriveHandshakeSecrets(h []byte, k1, k2 [32]byte) handshakeSecrets {
 	ikm = append(ikm, k1[:]...)
 	ikm = append(ikm, k2[:]...)
 	master := hkdf.Extract(sha256.New, ikm, h)
-	s.i2r = expand32(master, labelI2R, nil)
-	s.r2i = expand32(master, labelR2I, nil)
-	s.finished = expand32(master, labelFinished, nil)
-	s.resumption = expand32(master, labelResumption, nil)
+	e := newExpander(master)
+	s.i2r = e.expand32(labelI2R)
+	s.r2i = e.expand32(labelR2I)
+	s.finished = e.expand32(labelFinished)
+	s.resumption = e.expand32(labelResumption)
+	e.wipe()
 	clear(master)
 	clear(ikm)
 	return s

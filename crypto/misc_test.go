@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -153,5 +154,22 @@ func TestStaticSecretCacheForget(t *testing.T) {
 	// A low-order point is refused, not cached.
 	if _, err := dh.DH(a.Private[:], make([]byte, 32)); err == nil {
 		t.Fatal("all-zero public key accepted")
+	}
+}
+
+// TestExpanderMatchesExpand: the reusable expander gives hkdf.Expand's
+// bytes for every label and length up to 32, in any order of use.
+func TestExpanderMatchesExpand(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, 32)
+	e := newExpander(secret)
+	labels := []string{labelKey, labelIV, labelHP, labelKeyUpdate, labelI2R, labelR2I, labelFinished, labelResumption, labelKey}
+	for _, n := range []int{32, 12, 1, 31} {
+		for _, l := range labels {
+			got := make([]byte, n)
+			e.expandTo(got, l)
+			if want := expand(secret, l, nil, n); !bytes.Equal(got, want) {
+				t.Fatalf("label %q, %d bytes: expander disagrees with HKDF-Expand", l, n)
+			}
+		}
 	}
 }

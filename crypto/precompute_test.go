@@ -504,3 +504,82 @@ func TestResponderStocksOnlyAuthenticatedPeers(t *testing.T) {
 		t.Fatal("no stock for an authenticated initiator")
 	}
 }
+
+// TestRefillSignalAfterCriticalPath: a handshake that leaves the pool low
+// asks for a refill only once past its critical path — the initiator when
+// the ResponderHello is processed, the responder when the initiator
+// confirmed — so the refill does not compete with its DHs; a pool found
+// empty asks at once.
+func TestRefillSignalAfterCriticalPath(t *testing.T) {
+	ic, rc := testPeers(t)
+	ic.Ephemerals, rc.Ephemerals = NewEphemeralPool(2, newDetRand(81)), NewEphemeralPool(2, newDetRand(82))
+	ic.Ephemerals.Fill()
+	rc.Ephemerals.Fill()
+	signalled := func(p *EphemeralPool) bool {
+		select {
+		case <-p.Low():
+			return true
+		default:
+			return false
+		}
+	}
+	resp, _ := NewResponder(rc)
+	ini, _ := NewInitiator(ic, rc.Identity.Public, 1)
+	hello, _ := ini.Hello(t0) // 1 key left of 2: low
+	if signalled(ic.Ephemerals) {
+		t.Fatal("initiator's pool signalled before the handshake's critical path ended")
+	}
+	res, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signalled(rc.Ephemerals) {
+		t.Fatal("responder's pool signalled before the initiator confirmed")
+	}
+	_, fin, err := ini.HandleResponderHello(res.Reply, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !signalled(ic.Ephemerals) {
+		t.Fatal("initiator's pool not signalled after the handshake")
+	}
+	if err := res.Session.HandleInitiatorFinish(fin); err != nil {
+		t.Fatal(err)
+	}
+	if !signalled(rc.Ephemerals) {
+		t.Fatal("responder's pool not signalled after confirmation")
+	}
+	// Confirmation by a 1-RTT packet instead of the Finish signals too.
+	is, rs, _ := handshakeNoFinish(t, ic, resp, rc.Identity.Public, 2)
+	signalled(rc.Ephemerals)
+	if _, err := rs.Open(seal(t, is, "x"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if !signalled(rc.Ephemerals) {
+		t.Fatal("responder's pool not signalled after confirmation by data")
+	}
+	// An empty pool asks at once.
+	p := NewEphemeralPool(2, nil)
+	ic.Ephemerals = p
+	ini, _ = NewInitiator(ic, rc.Identity.Public, 3)
+	ini.Hello(t0)
+	if !signalled(p) {
+		t.Fatal("an empty pool did not ask for a refill at once")
+	}
+}
+
+// handshakeNoFinish completes a handshake but for the InitiatorFinish.
+func handshakeNoFinish(t *testing.T, ic *Config, resp *Responder, rpub PublicKey, connID uint64) (*Session, *Session, []byte) {
+	t.Helper()
+	ini, _ := NewInitiator(ic, rpub, connID)
+	hello, _ := ini.Hello(t0)
+	res, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, fin, err := ini.HandleResponderHello(res.Reply, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is, res.Session, fin
+}

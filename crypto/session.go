@@ -56,20 +56,33 @@ type phaseKeys struct {
 }
 
 func derivePhaseKeys(s Suite, secret [32]byte) (phaseKeys, error) {
+	e := newExpander(secret[:])
+	defer e.wipe()
+	return derivePhaseKeysWith(s, secret, e)
+}
+
+// derivePhaseKeysWith is derivePhaseKeys with e, an expander of secret.
+func derivePhaseKeysWith(s Suite, secret [32]byte, e *expander) (phaseKeys, error) {
 	k := phaseKeys{secret: secret}
-	key := expand(secret[:], labelKey, nil, keyLen)
-	aead, err := newAEAD(s, key)
-	clear(key)
+	var key [keyLen]byte
+	e.expandTo(key[:], labelKey)
+	aead, err := newAEAD(s, key[:])
+	clear(key[:])
 	if err != nil {
 		return k, err
 	}
 	k.aead = aead
-	copy(k.iv[:], expand(secret[:], labelIV, nil, ivLen))
+	e.expandTo(k.iv[:], labelIV)
 	return k, nil
 }
 
 func (k *phaseKeys) next(s Suite) (phaseKeys, error) {
-	return derivePhaseKeys(s, expand32(k.secret[:], labelKeyUpdate, nil))
+	e := newExpander(k.secret[:])
+	ku := e.expand32(labelKeyUpdate)
+	e.wipe()
+	n, err := derivePhaseKeys(s, ku)
+	clear(ku[:])
+	return n, err
 }
 
 func (k *phaseKeys) wipe() {
@@ -135,6 +148,7 @@ type Session struct {
 	grace         time.Duration
 	amp           AmplificationLimit
 	confirmed     bool
+	refill        *EphemeralPool // responder: the pool to signal on confirmation
 	earlyAccepted bool
 	closed        bool
 	finished      [32]byte    // InitiatorFinish MAC key (responder)
@@ -151,20 +165,31 @@ func newSession(suite Suite, initiator bool, connID uint64, peer PublicKey, sec 
 	if initiator {
 		sendSecret, recvSecret = sec.i2r, sec.r2i
 	}
+	// One keyed HMAC per secret serves all its labels.
+	se, re := newExpander(sendSecret[:]), newExpander(recvSecret[:])
+	defer se.wipe()
+	defer re.wipe()
+	var hp [keyLen]byte
+	defer clear(hp[:])
 	var err error
-	if s.sendHP, err = newHeaderProtector(suite, expand(sendSecret[:], labelHP, nil, keyLen)); err != nil {
+	se.expandTo(hp[:], labelHP)
+	if s.sendHP, err = newHeaderProtector(suite, hp[:]); err != nil {
 		return nil, err
 	}
-	if s.recvHP, err = newHeaderProtector(suite, expand(recvSecret[:], labelHP, nil, keyLen)); err != nil {
+	re.expandTo(hp[:], labelHP)
+	if s.recvHP, err = newHeaderProtector(suite, hp[:]); err != nil {
 		return nil, err
 	}
-	if s.send, err = derivePhaseKeys(suite, sendSecret); err != nil {
+	if s.send, err = derivePhaseKeysWith(suite, sendSecret, se); err != nil {
 		return nil, err
 	}
-	if s.recvCur, err = derivePhaseKeys(suite, recvSecret); err != nil {
+	if s.recvCur, err = derivePhaseKeysWith(suite, recvSecret, re); err != nil {
 		return nil, err
 	}
-	if s.recvNext, err = s.recvCur.next(suite); err != nil {
+	ku := re.expand32(labelKeyUpdate)
+	s.recvNext, err = derivePhaseKeys(suite, ku)
+	clear(ku[:])
+	if err != nil {
 		return nil, err
 	}
 	s.threshold = cfg.KeyUpdateThreshold
@@ -209,6 +234,17 @@ func (s *Session) HandshakeHash() [32]byte { return s.hash }
 
 // IsInitiator reports which side of the handshake this session is.
 func (s *Session) IsInitiator() bool { return s.initiator }
+
+// confirm marks the handshake confirmed: the initiator's address is
+// validated, and the ephemeral pool's held-back refill may start.
+func (s *Session) confirm() {
+	s.confirmed = true
+	s.amp.Validate()
+	if s.refill != nil {
+		s.refill.signalLow()
+		s.refill = nil
+	}
+}
 
 // Confirmed reports whether the handshake is confirmed: always for the
 // initiator; for the responder once InitiatorFinish or any 1-RTT packet from
@@ -448,8 +484,7 @@ func (s *Session) Open(pkt []byte, now time.Time) (Opened, error) {
 		}
 	}
 	if !s.confirmed {
-		s.confirmed = true
-		s.amp.Validate()
+		s.confirm()
 	}
 	return Opened{PacketNumber: pn, Flags: flags, Payload: plain}, nil
 }

@@ -219,6 +219,7 @@ type handshakeDH struct {
 	peer     func() []byte // the peer's static key once known
 	parallel bool          // compute independent DHs on two goroutines
 	pre      [2]preDH
+	refill   bool // the pool asked for a Fill: tell it after the critical path
 
 	// A freshly computed static-static value is only held as pending;
 	// the handshake commits it to the cache once the peer is
@@ -236,6 +237,36 @@ func newHandshakeDH(cfg *Config, peer func() []byte) (*handshakeDH, error) {
 	}
 	return &handshakeDH{id: &cfg.Identity, static: k, pool: cfg.Ephemerals, cache: cfg.StaticCache, peer: peer,
 		parallel: cfg.ParallelDH && runtime.GOMAXPROCS(0) > 1}, nil
+}
+
+// fromPool takes the handshake's ephemeral from the pool (with its DH with
+// peer precomputed, when the pool has one; peer nil: a plain key). The Low
+// signal waits for signalRefill unless the pool is empty (nothing to save:
+// this handshake pays for its key itself).
+func (d *handshakeDH) fromPool(peer []byte) (k *ecdh.PrivateKey, dh []byte) {
+	var low bool
+	if len(peer) == KeySize {
+		k, dh, low = d.pool.takeForLow(PublicKey(peer))
+	} else {
+		k, low = d.pool.takeLow()
+	}
+	if low && k == nil {
+		d.pool.signalLow()
+	} else if low {
+		d.refill = true
+	}
+	return k, dh
+}
+
+// signalRefill sends the pool's Low signal the handshake's take held back.
+// Call it once past the critical path: the refill then runs while the
+// peer works or the connection carries its first data, not while a DH
+// this side waits for is being computed.
+func (d *handshakeDH) signalRefill() {
+	if d != nil && d.refill {
+		d.refill = false
+		d.pool.signalLow()
+	}
 }
 
 // preDH is a DH result computed ahead: DH(k, pub).
@@ -300,7 +331,7 @@ func (d *handshakeDH) prepareHello(peer PublicKey, rng io.Reader) error {
 	var k *ecdh.PrivateKey
 	var es []byte
 	if d.pool != nil {
-		k, es = d.pool.takeFor(peer)
+		k, es = d.fromPool(peer[:])
 	}
 	if k == nil {
 		x25519Rounds.Add(1)
@@ -348,11 +379,7 @@ func (d *handshakeDH) prepareReply(re, rs []byte, rng io.Reader) error {
 	var se []byte
 	peerOK := len(rs) == KeySize
 	if d.pool != nil {
-		if peerOK {
-			k, se = d.pool.takeFor(PublicKey(rs))
-		} else {
-			k = d.pool.take()
-		}
+		k, se = d.fromPool(rs)
 	}
 	if k == nil {
 		x25519Rounds.Add(1)
@@ -434,7 +461,7 @@ func (d *handshakeDH) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
 	k := d.ready
 	d.ready = nil
 	if k == nil && d.pool != nil {
-		k = d.pool.take()
+		k, _ = d.fromPool(nil)
 	}
 	if k == nil {
 		x25519Rounds.Add(1)
