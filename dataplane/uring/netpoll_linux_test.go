@@ -1,8 +1,10 @@
 package uring
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"os/exec"
 	"runtime"
 	"slices"
 	"sync"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/dptest"
+	"github.com/mxp-dataplane/mxp/testnet"
 )
 
 // openOne opens one shard on loopback with b and cfg.
@@ -70,20 +73,21 @@ func receiveAll(t *testing.T, c *shardConn, n int, limit time.Duration) {
 }
 
 // By default a shard waits in the network poller and may move between
-// threads; ThreadPerShard and Pin keep the thread (and the eventfd).
+// threads, its sends on a ring of their own; ThreadPerShard and Pin keep
+// the thread and one ring.
 func TestNetpollIsTheDefault(t *testing.T) {
 	requireURing(t)
 	c := openOne(t, &Backend{}, dataplane.Config{})
-	if f, _ := FeaturesOf(c); !f.Netpoll || len(f.Disabled) != 0 || c.ThreadAffine() || c.wakeFD >= 0 {
-		t.Errorf("default shard: netpoll %v, disabled %v, thread-affine %v, eventfd %d", f.Netpoll, f.Disabled, c.ThreadAffine(), c.wakeFD)
+	if f, _ := FeaturesOf(c); !f.Netpoll || len(f.Disabled) != 0 || c.ThreadAffine() || c.txr == c.ring {
+		t.Errorf("default shard: netpoll %v, disabled %v, thread-affine %v, own send ring %v", f.Netpoll, f.Disabled, c.ThreadAffine(), c.txr != c.ring)
 	}
 	for _, tc := range []struct {
 		b   *Backend
 		cfg dataplane.Config
 	}{{&Backend{ThreadPerShard: true}, dataplane.Config{}}, {&Backend{}, dataplane.Config{Pin: true}}} {
 		c := openOne(t, tc.b, tc.cfg)
-		if f, _ := FeaturesOf(c); f.Netpoll || !c.ThreadAffine() || c.wakeFD < 0 {
-			t.Errorf("ThreadPerShard %v Pin %v: netpoll %v, thread-affine %v, eventfd %d", tc.b.ThreadPerShard, tc.cfg.Pin, f.Netpoll, c.ThreadAffine(), c.wakeFD)
+		if f, _ := FeaturesOf(c); f.Netpoll || !c.ThreadAffine() || c.txr != c.ring {
+			t.Errorf("ThreadPerShard %v Pin %v: netpoll %v, thread-affine %v, own send ring %v", tc.b.ThreadPerShard, tc.cfg.Pin, f.Netpoll, c.ThreadAffine(), c.txr != c.ring)
 		}
 	}
 }
@@ -271,4 +275,113 @@ func TestThreadPerShardPingPong(t *testing.T) {
 	if r.Server.RxPackets != 20000 || r.Server.TxPackets != 20000 {
 		t.Fatalf("server counters %+v", r.Server)
 	}
+}
+
+// A shard that parks with sends in flight reaps their completions while
+// parked (its counters and chunks catch up), though its send ring is not in
+// the poller; and a shard whose chunks were all in flight (TxBuffers gave
+// none) returns from Wait when one is free. The sender's link is throttled
+// (a tbf qdisc) and its socket buffer small, so most sends wait in io_uring
+// for room and complete long after Send.
+func TestParkedWithSendsInFlight(t *testing.T) {
+	testnet.Require(t)
+	requireURing(t)
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Skip("tc not installed")
+	}
+	topo, err := testnet.New(testnet.Config{Prefix: "mxpuringtx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Errorf("topology close: %v", err)
+		}
+	})
+	a, b := topo.Hosts[0], topo.Hosts[1]
+	if out, err := a.Exec(context.Background(), "tc", "qdisc", "add", "dev", a.Link, "root", "tbf", "rate", "20mbit", "burst", "15000", "limit", "10000000"); err != nil {
+		t.Skipf("tbf qdisc: %v: %s", err, out)
+	}
+	conns, err := (&dptest.InNetns{Backend: &Backend{}, Host: a}).Open(dataplane.Config{
+		Addr: netip.AddrPortFrom(a.IPv4, 0), DisableGSO: true, SocketBuffer: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := conns[0].(*shardConn)
+	t.Cleanup(func() { c.Close() })
+	dst := netip.AddrPortFrom(b.IPv4, 9) // nothing listens: the datagrams are dropped there
+	tx := make([]dataplane.Packet, 64)
+	send := func() {
+		t.Helper()
+		n := c.TxBuffers(tx)
+		if n != len(tx) {
+			t.Fatalf("%d send buffers", n)
+		}
+		for i := range n {
+			tx[i].Buf, tx[i].Addr = tx[i].Buf[:1200], dst
+		}
+		if _, err := c.Send(tx[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	send()
+	c.reap()
+	if c.tx.idle() {
+		t.Fatal("every send completed at once: the link is not throttled enough to test waiting")
+	}
+	counted := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() {
+		for c.Stats().TxPackets < 64 && time.Since(start) < 5*time.Second {
+			time.Sleep(100 * time.Microsecond)
+		}
+		counted <- time.Since(start)
+		c.Wake()
+	}()
+	var d time.Duration
+	waits := 0
+wait: // Wait may return early (a stale wake read): wait again, as the engine does
+	for {
+		if err := c.Wait(start.Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		waits++
+		select {
+		case d = <-counted:
+			break wait
+		default:
+		}
+	}
+	if d >= 5*time.Second {
+		t.Fatalf("%d of 64 sends counted after %v in Wait", c.Stats().TxPackets, d)
+	}
+	if waits > 20 {
+		t.Errorf("%d Wait calls: Wait returns at once with sends in flight instead of parking", waits)
+	}
+	t.Logf("64 throttled sends counted %v after Send, reaped by a parked Wait (%d waits)", d, waits)
+
+	// Every chunk in flight: the one sent, the others pretended.
+	others := append([]int(nil), c.tx.free...)
+	c.tx.free = others[len(others)-1:]
+	send()
+	if n := c.TxBuffers(tx); n != 0 {
+		t.Fatalf("%d buffers with every chunk in flight", n)
+	}
+	start, waits = time.Now(), 0
+	for len(c.tx.free) == 0 {
+		if err := c.Wait(start.Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		waits++
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("Wait with every chunk in flight still waiting after %v", d)
+		}
+	}
+	if waits > 20 {
+		t.Errorf("%d Wait calls: Wait returns at once with every chunk in flight instead of parking", waits)
+	}
+	t.Logf("a chunk came back after %v and %d waits", time.Since(start), waits)
+	c.tx.free = append(others[:len(others)-1], c.tx.free...)
+	checkAccounting(t, c)
 }
