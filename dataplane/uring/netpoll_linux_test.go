@@ -72,31 +72,34 @@ func receiveAll(t *testing.T, c *shardConn, n int, limit time.Duration) {
 	}
 }
 
-// By default a shard waits in the network poller and may move between
-// threads, its sends on a ring of their own; ThreadPerShard and Pin keep
-// the thread and one ring.
+// By default a shard waits in the network poller on its socket and may
+// move between threads, its receives draining the socket without waiting;
+// ThreadPerShard, Pin and SQPoll keep a thread, a multishot receive armed
+// and the eventfd wake read.
 func TestNetpollIsTheDefault(t *testing.T) {
 	requireURing(t)
 	c := openOne(t, &Backend{}, dataplane.Config{})
-	if f, _ := FeaturesOf(c); !f.Netpoll || len(f.Disabled) != 0 || c.ThreadAffine() || c.txr == c.ring {
-		t.Errorf("default shard: netpoll %v, disabled %v, thread-affine %v, own send ring %v", f.Netpoll, f.Disabled, c.ThreadAffine(), c.txr != c.ring)
+	if f, _ := FeaturesOf(c); !f.Netpoll || len(f.Disabled) != 0 || c.ThreadAffine() || !c.rx.drain {
+		t.Errorf("default shard: netpoll %v, disabled %v, thread-affine %v, drain %v", f.Netpoll, f.Disabled, c.ThreadAffine(), c.rx.drain)
 	}
 	for _, tc := range []struct {
 		b   *Backend
 		cfg dataplane.Config
-	}{{&Backend{ThreadPerShard: true}, dataplane.Config{}}, {&Backend{}, dataplane.Config{Pin: true}}} {
+	}{{&Backend{ThreadPerShard: true}, dataplane.Config{}}, {&Backend{}, dataplane.Config{Pin: true}}, {&Backend{SQPoll: true}, dataplane.Config{}}} {
 		c := openOne(t, tc.b, tc.cfg)
-		if f, _ := FeaturesOf(c); f.Netpoll || !c.ThreadAffine() || c.txr != c.ring {
-			t.Errorf("ThreadPerShard %v Pin %v: netpoll %v, thread-affine %v, own send ring %v", tc.b.ThreadPerShard, tc.cfg.Pin, f.Netpoll, c.ThreadAffine(), c.txr != c.ring)
+		if f, _ := FeaturesOf(c); f.Netpoll || !c.ThreadAffine() || c.rx.drain {
+			t.Errorf("%+v %+v: netpoll %v, thread-affine %v, drain %v", *tc.b, tc.cfg, f.Netpoll, c.ThreadAffine(), c.rx.drain)
 		}
 	}
 }
 
-// The multishot receive belongs to the thread that armed it, which runs its
-// task work. Completions must still come when that thread sleeps (parked by
-// the Go scheduler, in futex) or computes without entering the kernel,
-// while the shard runs on other threads; and when the thread exits (which
-// may cancel the request) the shard re-arms on its current thread.
+// A request that waits for its socket belongs to the thread that submitted
+// it, which runs its task work. The shard's goroutine moves between threads
+// and the thread that first received may sleep (parked by the Go
+// scheduler, in futex), compute without entering the kernel, or exit:
+// datagrams must still arrive, and no receive is left waiting in the ring
+// for that thread to run (each drains the socket and ends within its
+// io_uring_enter).
 func TestCompletionsWhenTheArmingThreadIsElsewhere(t *testing.T) {
 	requireURing(t)
 	for _, mode := range []string{"sleeps", "spins", "exits"} {
@@ -157,17 +160,11 @@ func TestCompletionsWhenTheArmingThreadIsElsewhere(t *testing.T) {
 				t.Errorf("RxPackets %d, want 250", got)
 			}
 			checkAccounting(t, c)
-			switch {
-			case mode != "exits":
-				if c.rx.arms != 1 {
-					t.Errorf("receive armed %d times, want once: the armer's request serves every round", c.rx.arms)
-				}
-			case c.rx.arms == 1:
-				// Linux 6.18 keeps a socket's poll-driven request when its
-				// thread exits and runs its task work on a kernel worker.
-				t.Logf("the request outlived its thread")
-			case c.rx.arms != 2 || c.rx.lastErr != int32(unix.ECANCELED):
-				t.Errorf("receive armed %d times, last end errno %d: want one re-arm after ECANCELED", c.rx.arms, c.rx.lastErr)
+			if c.rx.armed {
+				t.Error("a receive is still in flight after Recv")
+			}
+			if c.rx.arms < 5 {
+				t.Errorf("%d receives for 5 rounds", c.rx.arms)
 			}
 		})
 	}
@@ -278,9 +275,9 @@ func TestThreadPerShardPingPong(t *testing.T) {
 }
 
 // A shard that parks with sends in flight reaps their completions while
-// parked (its counters and chunks catch up), though its send ring is not in
-// the poller; and a shard whose chunks were all in flight (TxBuffers gave
-// none) returns from Wait when one is free. The sender's link is throttled
+// parked (its counters and chunks catch up, at least every sendWaitMax);
+// and a shard whose chunks were all in flight (TxBuffers gave none) returns
+// from Wait when one is free, without spinning. The sender's link is throttled
 // (a tbf qdisc) and its socket buffer small, so most sends wait in io_uring
 // for room and complete long after Send.
 func TestParkedWithSendsInFlight(t *testing.T) {
@@ -356,8 +353,8 @@ wait: // Wait may return early (a stale wake read): wait again, as the engine do
 	if d >= 5*time.Second {
 		t.Fatalf("%d of 64 sends counted after %v in Wait", c.Stats().TxPackets, d)
 	}
-	if waits > 20 {
-		t.Errorf("%d Wait calls: Wait returns at once with sends in flight instead of parking", waits)
+	if limit := int(d/sendWaitMax) + 10; waits > limit {
+		t.Errorf("%d Wait calls in %v: Wait returns at once with sends in flight instead of parking", waits, d)
 	}
 	t.Logf("64 throttled sends counted %v after Send, reaped by a parked Wait (%d waits)", d, waits)
 
@@ -378,8 +375,8 @@ wait: // Wait may return early (a stale wake read): wait again, as the engine do
 			t.Fatalf("Wait with every chunk in flight still waiting after %v", d)
 		}
 	}
-	if waits > 20 {
-		t.Errorf("%d Wait calls: Wait returns at once with every chunk in flight instead of parking", waits)
+	if limit := int(time.Since(start)/sendWaitMax) + 10; waits > limit {
+		t.Errorf("%d Wait calls in %v: Wait returns at once with every chunk in flight instead of waiting", waits, time.Since(start))
 	}
 	t.Logf("a chunk came back after %v and %d waits", time.Since(start), waits)
 	c.tx.free = append(others[:len(others)-1], c.tx.free...)

@@ -77,6 +77,8 @@ type rxState struct {
 	dummy   [8]byte     // Name/Control point here: never written by multishot
 
 	armed    bool    // the multishot request is in flight
+	drain    bool    // requests drain the socket without waiting (MSG_DONTWAIT), for the poller
+	empty    bool    // the last drain ended with EAGAIN: the socket was empty
 	arms     int     // times the request was submitted
 	provided int     // buffers in the kernel's ring
 	lastErr  int32   // the errno that last ended the request
@@ -153,7 +155,9 @@ func (r *rxState) complete(cqe *ring.CQE) {
 	if cqe.Flags&ring.CQEFBuffer == 0 {
 		if cqe.Res < 0 {
 			r.lastErr = -cqe.Res
-			if r.lastErr == int32(unix.ENOBUFS) {
+			if r.drain && r.lastErr == int32(unix.EAGAIN) {
+				r.empty = true
+			} else if r.lastErr == int32(unix.ENOBUFS) {
 				r.enobufs++
 			} else {
 				r.failures++
@@ -251,6 +255,9 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	}
 	if err := c.submit(); err != nil {
 		return 0, err
+	}
+	if c.rx.drain {
+		c.reap() // a drain completes within the submitting io_uring_enter
 	}
 	r := &c.rx
 	k, bytes, splits, dropped := 0, 0, 0, 0

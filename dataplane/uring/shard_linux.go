@@ -56,7 +56,6 @@ type shardConn struct {
 	gso, gro   bool
 	maxDgram   int
 	ring       *ring.Ring
-	txr        *ring.Ring // the sends' ring: ring itself, or its own in the poller
 	features   Features
 	steering   io.Closer
 	stats      dataplane.Counters
@@ -68,14 +67,14 @@ type shardConn struct {
 	wakeArmed   bool
 
 	// Network-poller mode (the default): the shard is not tied to a thread
-	// and parks in Go's network poller on a duplicate of the ring's
-	// descriptor, which polls readable when a CQE is posted. Wake sets a
-	// read deadline in the past when the shard is parked.
+	// and parks in Go's network poller on a duplicate of its socket (see
+	// netpoll_linux.go).
 	pollFile  *os.File
 	pollRaw   syscall.RawConn
 	pollFn    func(uintptr) bool // pollReady, made once: a closure per Wait would allocate
 	woken     atomic.Bool
 	parked    atomic.Bool // in the poller: a Wake must interrupt it
+	rxErr     error       // a receive failure met in the poller's check
 	busyPoll  time.Duration
 	txStarved bool // TxBuffers found every chunk in flight: a freed one ends Wait
 
@@ -113,23 +112,25 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 		return nil, err
 	}
 	// The shard waits in the network poller unless told to keep a thread
-	// (ThreadPerShard, Pin) or the kernel refuses what that needs; then it
-	// waits in io_uring_enter and Wake writes an eventfd the ring reads.
-	// Either way the eventfd is read by the ring: in the poller, only while
-	// every send chunk is in flight, the send ring signalling it.
-	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
-		return nil, os.NewSyscallError("eventfd", err)
-	}
-	if err := c.ring.RegisterFiles([]int32{int32(c.fd), int32(c.wakeFD)}); err != nil {
-		return nil, err
-	}
-	c.txr = c.ring
-	if !b.ThreadPerShard && !cfg.Pin {
-		if perr := c.openPoller(cfg.Batch, b.SQPoll); perr != nil {
+	// (ThreadPerShard, Pin, SQPoll) or the poller refuses the socket; then
+	// it waits in io_uring_enter and Wake writes an eventfd the ring reads.
+	if !b.ThreadPerShard && !cfg.Pin && !b.SQPoll {
+		if perr := c.openPoller(); perr != nil {
 			c.features.Disabled = append(c.features.Disabled, perr)
 		} else {
 			c.busyPoll = cfg.BusyPoll
+			c.rx.drain = true
 		}
+	}
+	files := []int32{int32(c.fd)}
+	if c.pollFile == nil {
+		if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
+			return nil, os.NewSyscallError("eventfd", err)
+		}
+		files = append(files, int32(c.wakeFD))
+	}
+	if err := c.ring.RegisterFiles(files); err != nil {
+		return nil, err
 	}
 	if err := c.rx.init(c.ring, nbufs, bufSize, c.gro); err != nil {
 		return nil, err
@@ -146,20 +147,12 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	return c, nil
 }
 
-// reap consumes every ready CQE of the shard's ring (and of its send ring
-// when it has one): receive completions queue their buffers for Recv, send
-// completions free their chunk, the wake read is noted. The counters are
-// added once for the whole pass.
+// reap consumes every ready CQE: receive completions queue their buffers
+// for Recv, send completions free their chunk, the wake read is noted. The
+// counters are added once for the whole pass.
 func (c *shardConn) reap() {
+	r := c.ring
 	var tx txTally
-	c.reapRing(c.ring, &tx)
-	if c.txr != c.ring {
-		c.reapRing(c.txr, &tx)
-	}
-	tx.add(&c.stats)
-}
-
-func (c *shardConn) reapRing(r *ring.Ring, tx *txTally) {
 	for {
 		n := r.CQReady()
 		if n == 0 {
@@ -179,7 +172,7 @@ func (c *shardConn) reapRing(r *ring.Ring, tx *txTally) {
 			case udRecv:
 				c.rx.complete(cqe)
 			case udSend:
-				c.tx.complete(cqe, tx, &c.gso)
+				c.tx.complete(cqe, &tx, &c.gso)
 			case udWake:
 				c.wakeArmed = false
 				c.wakePending.Store(false)
@@ -187,6 +180,7 @@ func (c *shardConn) reapRing(r *ring.Ring, tx *txTally) {
 		}
 		r.CQAdvance(n)
 	}
+	tx.add(&c.stats)
 }
 
 // arm prepares the requests that must be in flight: the multishot receive
@@ -194,7 +188,7 @@ func (c *shardConn) reapRing(r *ring.Ring, tx *txTally) {
 // fatal error that ended the receive, if any.
 func (c *shardConn) arm() error {
 	r := &c.rx
-	if !r.armed && r.provided > 0 && r.slab != nil {
+	if !r.armed && r.provided > 0 && r.slab != nil && !(r.drain && r.ready()) {
 		if r.failures > maxRxFailures {
 			return fmt.Errorf("uring: the multishot receive ended %d times in a row without a datagram: %w", r.failures, unix.Errno(r.lastErr))
 		}
@@ -203,10 +197,14 @@ func (c *shardConn) arm() error {
 			return nil
 		}
 		ring.PrepRecvmsgMultishot(sqe, fileSocket, true, &r.msg, bufGroup, udRecv)
+		if r.drain {
+			sqe.OpFlags = unix.MSG_DONTWAIT
+			r.empty = false
+		}
 		r.armed = true
 		r.arms++
 	}
-	if !c.wakeArmed && (c.pollFile == nil || !c.tx.idle()) {
+	if !c.wakeArmed && c.pollFile == nil {
 		sqe := c.getSQE()
 		if sqe == nil {
 			return nil
@@ -217,31 +215,22 @@ func (c *shardConn) arm() error {
 	return nil
 }
 
-// getSQE returns a free SQE of the shard's ring, submitting what is
-// queued to make room.
-func (c *shardConn) getSQE() *ring.SQE { return getSQE(c.ring) }
-
-// getTxSQE is getSQE on the send ring.
-func (c *shardConn) getTxSQE() *ring.SQE { return getSQE(c.txr) }
-
-func getSQE(r *ring.Ring) *ring.SQE {
-	if sqe := r.GetSQE(); sqe != nil {
+// getSQE returns a free SQE, submitting what is queued to make room.
+func (c *shardConn) getSQE() *ring.SQE {
+	if sqe := c.ring.GetSQE(); sqe != nil {
 		return sqe
 	}
-	submit(r)
-	return r.GetSQE()
+	c.submit()
+	return c.ring.GetSQE()
 }
-
-// submit hands the queued SQEs of the shard's ring to the kernel.
-func (c *shardConn) submit() error { return submit(c.ring) }
 
 // submit hands queued SQEs to the kernel. EBUSY and EAGAIN (the kernel is
 // short of room for completions) leave them queued for the next enter.
-func submit(r *ring.Ring) error {
-	if r.SQPending() == 0 {
+func (c *shardConn) submit() error {
+	if c.ring.SQPending() == 0 {
 		return nil
 	}
-	_, err := r.Submit()
+	_, err := c.ring.Submit()
 	switch err {
 	case nil, unix.EBUSY, unix.EAGAIN, unix.EINTR:
 		return nil
@@ -257,11 +246,11 @@ func (c *shardConn) Wait(deadline time.Time) error {
 	if c.rx.ready() {
 		return nil
 	}
+	if c.pollFile != nil {
+		return c.waitNetpoll(deadline) // drains the socket itself when it must
+	}
 	if err := c.arm(); err != nil {
 		return err
-	}
-	if c.pollFile != nil {
-		return c.waitNetpoll(deadline)
 	}
 	timeout := time.Duration(-1)
 	if !deadline.IsZero() {
@@ -315,9 +304,6 @@ func (c *shardConn) Close() error {
 	if c.pollFile != nil {
 		errs = append(errs, c.pollFile.Close())
 	}
-	if c.txr != nil && c.txr != c.ring {
-		errs = append(errs, c.txr.Close())
-	}
 	if c.ring != nil {
 		errs = append(errs, c.ring.Close())
 	}
@@ -339,12 +325,10 @@ func (c *shardConn) Close() error {
 func (c *shardConn) drain() bool {
 	c.reap()
 	if c.rx.armed || c.wakeArmed || !c.tx.idle() {
-		for _, r := range c.rings() {
-			if sqe := getSQE(r); sqe != nil {
-				ring.PrepCancelAll(sqe, udCancel)
-			}
-			submit(r)
+		if sqe := c.getSQE(); sqe != nil {
+			ring.PrepCancelAll(sqe, udCancel)
 		}
+		c.submit()
 	}
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 		c.reap()
@@ -354,12 +338,4 @@ func (c *shardConn) drain() bool {
 		c.ring.WaitCQEs(1, 20*time.Millisecond)
 	}
 	return false
-}
-
-// rings are the shard's ring and its send ring if it has one.
-func (c *shardConn) rings() []*ring.Ring {
-	if c.txr != nil && c.txr != c.ring {
-		return []*ring.Ring{c.ring, c.txr}
-	}
-	return []*ring.Ring{c.ring}
 }

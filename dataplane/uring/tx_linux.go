@@ -162,7 +162,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		if c.gso {
 			end = portable.GSORun(pkts, i, portable.MaxGSOSegments, portable.MaxGSOBytes)
 		}
-		sqe := c.getTxSQE()
+		sqe := c.getSQE()
 		if sqe == nil {
 			dropped += len(pkts) - i
 			break
@@ -198,7 +198,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		return 0, nil
 	}
 	c.stats.TxCalls.Add(1)
-	if err := submit(c.txr); err != nil {
+	if err := c.submit(); err != nil {
 		return submitted, err
 	}
 	return submitted, nil

@@ -94,8 +94,6 @@ const (
 const (
 	registerFiles       = 2
 	unregisterFiles     = 3
-	registerEventfd     = 4
-	unregisterEventfd   = 5
 	registerProbe       = 8
 	registerPbufRing    = 22 // 5.19
 	unregisterPbufRing  = 23

@@ -390,24 +390,6 @@ func (r *Ring) UnregisterFiles() error {
 	return nil
 }
 
-// RegisterEventfd makes the kernel signal the eventfd fd whenever it posts
-// CQEs to this ring (IORING_REGISTER_EVENTFD, Linux 5.2).
-func (r *Ring) RegisterEventfd(fd int) error {
-	v := int32(fd)
-	if err := r.register(registerEventfd, unsafe.Pointer(&v), 1); err != nil {
-		return os.NewSyscallError("io_uring_register(EVENTFD)", err)
-	}
-	return nil
-}
-
-// UnregisterEventfd drops the eventfd of RegisterEventfd.
-func (r *Ring) UnregisterEventfd() error {
-	if err := r.register(unregisterEventfd, nil, 0); err != nil {
-		return os.NewSyscallError("io_uring_register(UNREGISTER_EVENTFD)", err)
-	}
-	return nil
-}
-
 // Opcodes says which opcodes the kernel supports (IORING_REGISTER_PROBE,
 // Linux 5.6).
 type Opcodes struct {
