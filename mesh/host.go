@@ -76,6 +76,7 @@ type shard struct {
 
 	in           inbox
 	drainInboxFn func(time.Time) // sh.drainInbox, made once
+	kicks        []*shard        // shards given work this turn (kickLater)
 	scratch      []byte          // a payload being rewritten (node replies)
 }
 
@@ -100,7 +101,8 @@ type fwdMsg struct {
 	encoded bool
 }
 
-// forwardIn queues m for c, a connection of sh; any goroutine.
+// forwardIn queues m for c, a connection of sh, from another shard's turn,
+// which then kicks sh (kickLater).
 func (sh *shard) forwardIn(c *transport.Conn, m *wire.Message) {
 	in := &sh.in
 	in.mu.Lock()
@@ -108,16 +110,17 @@ func (sh *shard) forwardIn(c *transport.Conn, m *wire.Message) {
 	f.m.Payload = nil
 	in.arena = append(in.arena, m.Payload...)
 	in.msgs = append(in.msgs, f)
-	wake := !in.queued
+	first := !in.queued
 	in.queued = true
 	in.mu.Unlock()
-	if wake {
-		sh.do(sh.drainInboxFn)
+	if first {
+		sh.enqueue(sh.drainInboxFn) // kicked by the forwarding shard (kickLater)
 	}
 }
 
 // forwardEncodedIn queues raw, whole encoded messages of type t's class,
-// for c, a connection of sh; any goroutine. Consecutive ones for the same
+// for c, a connection of sh, from another shard's turn, which then kicks sh
+// (kickLater). Consecutive ones for the same
 // connection and class join one entry, sent with one Conn.SendEncoded.
 func (sh *shard) forwardEncodedIn(c *transport.Conn, t wire.MsgType, raw []byte) {
 	in := &sh.in
@@ -133,11 +136,11 @@ func (sh *shard) forwardEncodedIn(c *transport.Conn, t wire.MsgType, raw []byte)
 	}
 	in.msgs = append(in.msgs, fwdMsg{c: c, m: wire.Message{Type: t}, off: len(in.arena), n: len(raw), encoded: true})
 	in.arena = append(in.arena, raw...)
-	wake := !in.queued
+	first := !in.queued
 	in.queued = true
 	in.mu.Unlock()
-	if wake {
-		sh.do(sh.drainInboxFn)
+	if first {
+		sh.enqueue(sh.drainInboxFn) // kicked by the forwarding shard (kickLater)
 	}
 }
 
@@ -256,22 +259,68 @@ func (h *host) stop() error {
 
 // do runs fn on the shard's behalf soon: on the calling goroutine when the
 // shard is waiting (a send turn of its own: the work leaves at once, no
-// goroutine switch), else on the shard's goroutine, which is woken.
+// goroutine switch), else on the shard's goroutine, which is woken. For one
+// piece of work that should leave at once: a call, a reply.
 func (sh *shard) do(fn func(now time.Time)) {
+	sh.enqueue(fn)
+	sh.kick()
+}
+
+// post runs fn on the shard's goroutine soon, waking it: for work that
+// comes in runs (a stream's chunks), which the shard then sends in batches
+// while the poster goes on.
+func (sh *shard) post(fn func(now time.Time)) {
+	sh.enqueue(fn)
+	sh.wake()
+}
+
+func (sh *shard) enqueue(fn func(now time.Time)) {
 	sh.mu.Lock()
 	sh.cmds = append(sh.cmds, fn)
 	sh.mu.Unlock()
 	sh.queued.Add(1)
+}
+
+// kick runs a send turn for the queued commands here if the shard waits,
+// else wakes it.
+func (sh *shard) kick() {
 	e := sh.h.running.Load()
 	if e == nil {
-		return // not started yet: the shard's first turn runs the command
+		return // not started yet: the shard's first turn runs the commands
 	}
-	if e.TryTurn(sh.idx) {
-		return // Transmit ran every queued command
+	if !e.TryTurn(sh.idx) {
+		sh.wake()
+	}
+}
+
+func (sh *shard) wake() {
+	e := sh.h.running.Load()
+	if e == nil {
+		return
 	}
 	if sh.woken.CompareAndSwap(false, true) {
 		e.Wake(sh.idx) // one wake-up per batch of commands, not per command
 	}
+}
+
+// kickLater notes, on this shard's goroutine, that shard to got work from
+// this turn: kickPending kicks it once the turn's messages are all handed
+// over, so they leave in one send.
+func (sh *shard) kickLater(to *shard) {
+	for _, k := range sh.kicks {
+		if k == to {
+			return
+		}
+	}
+	sh.kicks = append(sh.kicks, to)
+}
+
+func (sh *shard) kickPending() {
+	for i, k := range sh.kicks {
+		k.kick()
+		sh.kicks[i] = nil
+	}
+	sh.kicks = sh.kicks[:0]
 }
 
 func (sh *shard) runCommands(now time.Time) {
@@ -323,6 +372,7 @@ func (sh *shard) Receive(pkts []dataplane.Packet, now time.Time) {
 			break
 		}
 	}
+	sh.kickPending()
 }
 
 // Transmit implements dataplane.Handler.
@@ -341,6 +391,7 @@ func (sh *shard) Transmit(out []dataplane.Packet, now time.Time) int {
 		out[i].Buf, out[i].Addr = tp[i].Buf, tp[i].Addr
 	}
 	sh.drainEvents()
+	sh.kickPending()
 	return n
 }
 

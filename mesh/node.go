@@ -233,6 +233,7 @@ func forward(from, to *shard, c *transport.Conn, m *wire.Message) {
 		return
 	}
 	to.forwardIn(c, m)
+	from.kickLater(to)
 }
 
 func (n *Node) onEvent(sh *shard, ev transport.Event) {

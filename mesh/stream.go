@@ -212,7 +212,7 @@ func (s *Stream) kickLocked() {
 	s.flushQueued = true
 	s.outMu.Unlock()
 	if !queued {
-		s.a.sh.do(s.flushFn)
+		s.a.sh.post(s.flushFn) // the shard sends the chunks posted meanwhile with these
 	}
 }
 
@@ -472,7 +472,7 @@ func (a *Agent) onStreamMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 		s.pend = append(s.pend, s.carve(ch.Data))
 		if !s.pubQueued {
 			s.pubQueued = true
-			sh.do(s.publishFn) // runs after this receive batch
+			sh.enqueue(s.publishFn) // runs in the Transmit after this receive batch
 		}
 	case wire.TypeStreamClose:
 		var cl wire.StreamClose
@@ -507,6 +507,7 @@ func relayStream(from, to *shard, in, out *transport.Conn, m *wire.Message) {
 		from.sendEncoded(out, classOf(m.Type), raw)
 	default:
 		to.forwardEncodedIn(out, m.Type, raw)
+		from.kickLater(to)
 	}
 }
 
