@@ -294,6 +294,13 @@ func TestSelect(t *testing.T) {
 	if sel, err := Select("mem", Config{}, cands); err != nil || sel.Backend != mem || len(sel.Rejected) != 0 {
 		t.Errorf("forced mem: %v %v", sel, err)
 	}
+	// Candidates ranked below the chosen one are named in the line, not probed.
+	probed := false
+	below := append(cands[:len(cands):len(cands)], Candidate{"slow", func(Config) (Backend, error) { probed = true; return mem, nil }})
+	if sel, err := Select("auto", Config{}, below); err != nil || sel.Backend != mem || probed ||
+		!strings.Contains(sel.String(), "ranked below it: slow") {
+		t.Errorf("auto with a lower-ranked candidate: %q %v (probed %v)", sel.String(), err, probed)
+	}
 	if _, err := Select("dpdk", Config{}, cands); err == nil || !strings.Contains(err.Error(), "xdp, uring, mem") {
 		t.Errorf("unknown: %v", err)
 	}

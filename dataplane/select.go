@@ -26,6 +26,9 @@ type Rejection struct {
 type Selection struct {
 	Backend  Backend
 	Rejected []Rejection
+	// Below names the candidates ranked below the chosen one (not probed;
+	// name one to use it).
+	Below []string
 }
 
 // String is the one log line that says which backend runs (with what it
@@ -48,6 +51,9 @@ func (s Selection) String() string {
 			fmt.Fprintf(&b, " %s (%v)", r.Name, r.Reason)
 		}
 	}
+	if len(s.Below) > 0 {
+		fmt.Fprintf(&b, "; ranked below it: %s (name one to use it)", strings.Join(s.Below, ", "))
+	}
 	return b.String()
 }
 
@@ -57,7 +63,7 @@ func (s Selection) String() string {
 func Select(want string, cfg Config, candidates []Candidate) (Selection, error) {
 	var sel Selection
 	names := make([]string, 0, len(candidates))
-	for _, c := range candidates {
+	for i, c := range candidates {
 		names = append(names, c.Name)
 		if want != "auto" && want != c.Name {
 			continue
@@ -65,6 +71,11 @@ func Select(want string, cfg Config, candidates []Candidate) (Selection, error) 
 		b, err := c.Probe(cfg)
 		if err == nil {
 			sel.Backend = b
+			if want == "auto" {
+				for _, below := range candidates[i+1:] {
+					sel.Below = append(sel.Below, below.Name)
+				}
+			}
 			return sel, nil
 		}
 		if want != "auto" {

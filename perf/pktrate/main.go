@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command pktrate measures UDP packet rates through a dataplane backend, or
 // through a naive net.UDPConn loop as the baseline, and reports packets/s,
 // Gbit/s and CPU time per packet. scripts/netns-bench.sh drives it across two
@@ -25,6 +27,7 @@ import (
 	"github.com/mxp-dataplane/mxp/bpf"
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/backends"
+	"github.com/mxp-dataplane/mxp/dataplane/uring"
 	"github.com/mxp-dataplane/mxp/dataplane/xdp"
 )
 
@@ -132,14 +135,15 @@ func writeResult(path string, r Result) error {
 }
 
 type commonFlags struct {
-	backend string
-	shards  int
-	batch   int
-	noGSO   bool
-	noGRO   bool
-	out     string
-	label   string
-	xdpMode string
+	backend     string
+	shards      int
+	batch       int
+	noGSO       bool
+	noGRO       bool
+	out         string
+	label       string
+	xdpMode     string
+	uringThread bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -151,6 +155,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.out, "out", "-", "append the JSON result line to this file (- = stdout)")
 	fs.StringVar(&c.label, "label", "", "a label copied into the result")
 	fs.StringVar(&c.xdpMode, "xdp-mode", "auto", "how the xdp backend attaches its XDP program: auto, native or generic")
+	fs.BoolVar(&c.uringThread, "uring-thread", true, "uring: each shard waits on a thread of its own (ThreadPerShard: the raw-rate mode; false: Go's network poller, as the mesh runs it)")
 }
 
 // selectBackend probes the dataplane backend the flags name.
@@ -158,6 +163,9 @@ func (c *commonFlags) selectBackend() (dataplane.Backend, error) {
 	sel, err := dataplane.Select(c.backend, dataplane.Config{Shards: c.shards}, backends.Candidates())
 	if err != nil {
 		return nil, err
+	}
+	if ub, ok := sel.Backend.(*uring.Backend); ok {
+		ub.ThreadPerShard = c.uringThread
 	}
 	if xb, ok := sel.Backend.(*xdp.Backend); ok {
 		switch c.xdpMode {
