@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 // SteerGroup loads the shard-steering program for len(fds) shards, puts

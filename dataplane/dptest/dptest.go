@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
-	"github.com/mxp-dataplane/mxp/testnet"
 	"github.com/mxp-dataplane/mxp/wire"
 )
 
@@ -175,19 +174,6 @@ func (h *ShardChecker) Receive(pkts []dataplane.Packet, _ time.Time) {
 }
 func (*ShardChecker) Transmit([]dataplane.Packet, time.Time) int { return 0 }
 func (*ShardChecker) Deadline() time.Time                        { return time.Time{} }
-
-// InNetns opens a backend's sockets or rings inside a test host's namespace.
-type InNetns struct {
-	dataplane.Backend
-	Host *testnet.Host
-}
-
-func (b *InNetns) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err error) {
-	if e := b.Host.Do(func() error { conns, err = b.Backend.Open(cfg); return err }); e != nil && err == nil {
-		err = e
-	}
-	return conns, err
-}
 
 // FormatStats is a one-line summary of a shard's counters for test logs.
 func FormatStats(s dataplane.Stats) string {

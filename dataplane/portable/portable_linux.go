@@ -63,16 +63,6 @@ func (b *Backend) Notes() []string {
 	return []string{b.note}
 }
 
-// Features reports what the kernel offered a socket of this backend.
-type Features struct {
-	GSO, GRO bool
-	// RecvBuffer and SendBuffer are the socket buffer sizes the kernel set.
-	RecvBuffer, SendBuffer int
-	// SteeredByBPF is true when the shards' sockets are steered by the
-	// SK_REUSEPORT program rather than the kernel's hash.
-	SteeredByBPF bool
-}
-
 // Open binds cfg.Shards sockets to cfg.Addr with SO_REUSEPORT, and with more
 // than one shard attaches the steering the Backend's Steering asks for.
 func (b *Backend) Open(cfg dataplane.Config) ([]dataplane.ShardConn, error) {

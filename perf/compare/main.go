@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command compare runs the same workloads over MXP and over the systems
 // users already run — raw UDP (the floor), HTTP/1.1 with and without TLS,
 // gRPC-Go with TLS (unary and bidirectional streaming), NATS request-reply
