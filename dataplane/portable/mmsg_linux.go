@@ -61,7 +61,7 @@ func (r *rxState) init(batch, size int) {
 func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	r := &c.rx
 	if r.msg >= r.got {
-		if c.file != nil && !c.rxFull {
+		if c.park != nil && !c.rxFull {
 			// Network-poller mode: the last read drained the socket, and
 			// Wait reads before it parks, so a read here would find
 			// nothing or what Wait is about to take anyway.

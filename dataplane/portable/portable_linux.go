@@ -7,12 +7,11 @@ package portable
 import (
 	"errors"
 	"fmt"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/netpark"
 	"io"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -113,17 +112,12 @@ type shardConn struct {
 	maxDgram   int
 	closed     atomic.Bool
 	stats      dataplane.Counters
-	// Network-poller mode: the socket is an os.File; Wait parks in the
-	// poller and Wake interrupts it with a read deadline in the past.
-	file     *os.File
-	raw      syscall.RawConn
-	woken    atomic.Bool
-	parked   atomic.Bool // waiting in the network poller: a Wake must interrupt it
+	// Network-poller mode: Wait parks in Go's poller on the socket (its
+	// os.File) and Wake interrupts it; nil: a locked thread in ppoll.
+	park     *netpark.Parker
 	busyPoll time.Duration
-	rxErr    error
-	rxFull   bool               // the last receive filled the batch: more may be waiting
-	pollFn   func(uintptr) bool // pollRead, made once: a closure per Wait would allocate
-	steering io.Closer          // the steering program, held by shard 0
+	rxFull   bool      // the last receive filled the batch: more may be waiting
+	steering io.Closer // the steering program, held by shard 0
 
 	rx rxState
 	tx txState
@@ -154,12 +148,13 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shar
 	c.features = Features{GSO: sock.GSO, GRO: sock.GRO, RecvBuffer: sock.RecvBuffer, SendBuffer: sock.SendBuffer}
 	if netpoll {
 		// The os.File owns the descriptor from now on (Close closes it).
-		c.file = os.NewFile(uintptr(sock.FD), "mxp-udp")
-		if c.raw, err = c.file.SyscallConn(); err != nil {
+		f := os.NewFile(uintptr(sock.FD), "mxp-udp")
+		if c.park, err = netpark.New(f, c.pollRead); err != nil {
+			f.Close()
+			c.fd = -1
 			c.Close()
 			return nil, err
 		}
-		c.pollFn = c.pollRead
 	} else if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		c.Close()
 		return nil, os.NewSyscallError("eventfd", err)
@@ -187,11 +182,11 @@ func (c *shardConn) SendsWhileWaiting() bool { return true }
 
 // ThreadAffine reports whether the shard must stay on one OS thread: only
 // when it waits in ppoll.
-func (c *shardConn) ThreadAffine() bool { return c.file == nil }
+func (c *shardConn) ThreadAffine() bool { return c.park == nil }
 
 // Wait blocks until the socket is readable, Wake is called, or the deadline passes.
 func (c *shardConn) Wait(deadline time.Time) error {
-	if c.file != nil {
+	if c.park != nil {
 		return c.waitNetpoll(deadline)
 	}
 	var ts *unix.Timespec
@@ -233,69 +228,24 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 		return nil
 	}
 	if c.busyPoll > 0 {
-		if done, err := c.spin(deadline); done || err != nil {
+		if done, err := c.park.Spin(c.busyPoll, deadline); done || err != nil {
 			return err
 		}
 	}
-	c.file.SetReadDeadline(deadline)
-	c.parked.Store(true) // before looking at woken: a Wake after this interrupts the Read
-	if c.woken.Swap(false) {
-		c.parked.Store(false)
-		return nil // a Wake came before we parked
-	}
-	c.stats.Wakeups.Add(1)
-	err := c.raw.Read(c.pollFn)
-	c.parked.Store(false)
-	c.woken.Store(false)
-	if c.rxErr != nil {
-		err, c.rxErr = c.rxErr, nil
-		return err
-	}
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	return nil
+	return c.park.Park(deadline, &c.stats.Wakeups)
 }
 
-// spin polls the socket and the wake flag for up to busyPoll, yielding to
-// other goroutines between polls; done reports that something came (read
-// into the receive batch, or a Wake) or the deadline passed.
-func (c *shardConn) spin(deadline time.Time) (done bool, err error) {
-	start := time.Now()
-	for now := start; now.Sub(start) < c.busyPoll; now = time.Now() {
-		if c.woken.Swap(false) || !deadline.IsZero() && !now.Before(deadline) {
-			return true, nil
-		}
-		got, err := c.receive(len(c.rx.hdrs))
-		if got || err != nil {
-			return true, err
-		}
-		runtime.Gosched()
-	}
-	return false, nil
-}
-
-// pollRead is the poller's read attempt: a receive, done when it got
-// something, failed, or a Wake came.
-func (c *shardConn) pollRead(uintptr) bool {
-	got, err := c.receive(len(c.rx.hdrs))
-	if err != nil {
-		c.rxErr = err
-		return true
-	}
-	return got || c.woken.Load()
-}
+// pollRead is the poller's readiness check: a receive into the batch the
+// next Recv hands out; work when it got something.
+func (c *shardConn) pollRead() (bool, error) { return c.receive(len(c.rx.hdrs)) }
 
 // Wake makes the shard's Wait return.
 func (c *shardConn) Wake() {
 	if c.closed.Load() {
 		return
 	}
-	if c.file != nil {
-		c.woken.Store(true)
-		if c.parked.Load() { // else the shard sees woken before it parks
-			c.file.SetReadDeadline(time.Now()) // interrupts a parked Read
-		}
+	if c.park != nil {
+		c.park.Wake()
 		return
 	}
 	one := [8]byte{1}
@@ -307,8 +257,8 @@ func (c *shardConn) Close() error {
 		return nil
 	}
 	var errs []error
-	if c.file != nil {
-		errs = append(errs, c.file.Close())
+	if c.park != nil {
+		errs = append(errs, c.park.File().Close())
 	} else if c.fd >= 0 {
 		errs = append(errs, unix.Close(c.fd))
 	}

@@ -1,9 +1,8 @@
 package uring
 
 import (
-	"errors"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/netpark"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -67,7 +66,7 @@ func (c *shardConn) openPoller() error {
 		return &PollerError{Op: "O_NONBLOCK", Err: err}
 	}
 	f := os.NewFile(uintptr(fd), "mxp-udp")
-	raw, err := f.SyscallConn()
+	park, err := netpark.New(f, c.pollReady)
 	if err == nil {
 		err = f.SetReadDeadline(time.Time{}) // fails unless the poller took it
 	}
@@ -78,15 +77,14 @@ func (c *shardConn) openPoller() error {
 		f.Close()
 		return &PollerError{Op: "register with the poller", Err: err}
 	}
-	c.pollFile, c.pollRaw = f, raw
-	c.pollFn = c.pollReady
+	c.park = park
 	return nil
 }
 
 // ThreadAffine reports whether the shard must stay on one OS thread: only
 // when it waits in io_uring_enter (ThreadPerShard, Pin, SQPoll, or no
 // poller).
-func (c *shardConn) ThreadAffine() bool { return c.pollFile == nil }
+func (c *shardConn) ThreadAffine() bool { return c.park == nil }
 
 // waitNetpoll parks in the network poller until the socket has datagrams,
 // Wake is called, or the deadline passes. The caller reaped and armed.
@@ -94,7 +92,7 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 	if err := c.submit(); err != nil {
 		return err
 	}
-	if c.woken.Swap(false) || c.hasWork() {
+	if c.park.TakeWake() || c.hasWork() {
 		return nil
 	}
 	now := time.Now()
@@ -104,8 +102,10 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 	if c.txStarved && len(c.tx.free) == 0 {
 		return c.waitSends(deadline, now)
 	}
-	if c.busyPoll > 0 && c.spin(deadline) {
-		return nil
+	if c.busyPoll > 0 {
+		if done, err := c.park.Spin(c.busyPoll, deadline); done || err != nil {
+			return err
+		}
 	}
 	park := deadline
 	if !c.tx.idle() { // sends wait for room in the socket buffer: look again soon
@@ -113,24 +113,7 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 			park = t
 		}
 	}
-	c.pollFile.SetReadDeadline(park)
-	c.parked.Store(true) // before looking at woken: a Wake after this interrupts the Read
-	if c.woken.Swap(false) {
-		c.parked.Store(false)
-		return nil
-	}
-	c.stats.Wakeups.Add(1)
-	err := c.pollRaw.Read(c.pollFn)
-	c.parked.Store(false)
-	c.woken.Store(false)
-	if c.rxErr != nil {
-		err, c.rxErr = c.rxErr, nil
-		return err
-	}
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
-	}
-	return nil
+	return c.park.Park(park, &c.stats.Wakeups)
 }
 
 // waitSends waits in io_uring_enter for a send completion, every chunk
@@ -156,16 +139,15 @@ func (c *shardConn) hasWork() bool {
 // pollReady is the poller's readiness check: drain the socket. The poller
 // forgets the socket's edges before its first call (it is edge-triggered),
 // so that one drains too, though Recv just found the socket empty.
-func (c *shardConn) pollReady(uintptr) bool {
+func (c *shardConn) pollReady() (bool, error) {
 	c.reap()
-	if c.hasWork() || c.woken.Load() {
-		return true
+	if c.hasWork() || c.park.Woken() {
+		return true, nil
 	}
 	if err := c.drainSocket(); err != nil {
-		c.rxErr = err
-		return true
+		return true, err
 	}
-	return c.hasWork() || c.woken.Load()
+	return c.hasWork(), nil
 }
 
 // drainSocket takes what the socket holds into provided buffers: one
@@ -181,30 +163,10 @@ func (c *shardConn) drainSocket() error {
 	return nil
 }
 
-// spin drains the socket for up to busyPoll, yielding to other goroutines
-// in between; it reports whether something came (datagrams, a Wake, the
-// deadline).
-func (c *shardConn) spin(deadline time.Time) bool {
-	start := time.Now()
-	for now := start; now.Sub(start) < c.busyPoll; now = time.Now() {
-		if c.woken.Swap(false) || !deadline.IsZero() && !now.Before(deadline) {
-			return true
-		}
-		if c.pollReady(0) {
-			return true
-		}
-		runtime.Gosched()
-	}
-	return false
-}
-
 // wakeNetpoll makes a parked Wait return, or the next one.
 func (c *shardConn) wakeNetpoll() {
 	if c.closed.Load() {
 		return
 	}
-	c.woken.Store(true)
-	if c.parked.Load() { // else the shard sees woken before it parks
-		c.pollFile.SetReadDeadline(time.Now())
-	}
+	c.park.Wake()
 }

@@ -3,12 +3,12 @@ package uring
 import (
 	"errors"
 	"fmt"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/netpark"
 	"io"
 	"net/netip"
 	"os"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -69,12 +69,7 @@ type shardConn struct {
 	// Network-poller mode (the default): the shard is not tied to a thread
 	// and parks in Go's network poller on a duplicate of its socket (see
 	// netpoll_linux.go).
-	pollFile  *os.File
-	pollRaw   syscall.RawConn
-	pollFn    func(uintptr) bool // pollReady, made once: a closure per Wait would allocate
-	woken     atomic.Bool
-	parked    atomic.Bool // in the poller: a Wake must interrupt it
-	rxErr     error       // a receive failure met in the poller's check
+	park      *netpark.Parker // waiting in Go's network poller; nil: in io_uring_enter
 	busyPoll  time.Duration
 	txStarved bool // TxBuffers found every chunk in flight: a freed one ends Wait
 
@@ -123,7 +118,7 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 		}
 	}
 	files := []int32{int32(c.fd)}
-	if c.pollFile == nil {
+	if c.park == nil {
 		if c.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC); err != nil {
 			return nil, os.NewSyscallError("eventfd", err)
 		}
@@ -137,7 +132,7 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	}
 	c.tx.init(cfg.Batch, cfg.MaxDatagram)
 	c.features.SQPoll = c.ring.Flags()&ring.SetupSQPoll != 0
-	c.features.Netpoll = c.pollFile != nil
+	c.features.Netpoll = c.park != nil
 	c.features.RxBuffers, c.features.RxBufSize = nbufs, bufSize
 	c.features.RingFeatures = c.ring.Features()
 	c.features.SQEntries, c.features.CQEntries = c.ring.SQEntries(), c.ring.CQEntries()
@@ -204,7 +199,7 @@ func (c *shardConn) arm() error {
 		r.armed = true
 		r.arms++
 	}
-	if !c.wakeArmed && c.pollFile == nil {
+	if !c.wakeArmed && c.park == nil {
 		sqe := c.getSQE()
 		if sqe == nil {
 			return nil
@@ -246,7 +241,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 	if c.rx.ready() {
 		return nil
 	}
-	if c.pollFile != nil {
+	if c.park != nil {
 		return c.waitNetpoll(deadline) // drains the socket itself when it must
 	}
 	if err := c.arm(); err != nil {
@@ -268,7 +263,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 // Wake makes the shard's Wait return: a write to the eventfd that the ring
 // has a read posted on. Writes are skipped while one is pending.
 func (c *shardConn) Wake() {
-	if c.pollFile != nil {
+	if c.park != nil {
 		c.wakeNetpoll()
 		return
 	}
@@ -301,8 +296,8 @@ func (c *shardConn) Close() error {
 		}
 	}
 	errs = append(errs, c.rx.close(drained))
-	if c.pollFile != nil {
-		errs = append(errs, c.pollFile.Close())
+	if c.park != nil {
+		errs = append(errs, c.park.File().Close())
 	}
 	if c.ring != nil {
 		errs = append(errs, c.ring.Close())

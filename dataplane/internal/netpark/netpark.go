@@ -1,0 +1,109 @@
+// Package netpark parks a dataplane shard's goroutine in Go's network
+// poller on its socket, as a blocked net.Conn read does, and lets other
+// goroutines wake it: the shard holds no OS thread while it waits, and a
+// wake-up is a read deadline in the past, not a system call. The portable
+// and io_uring backends both wait this way.
+package netpark
+
+import (
+	"errors"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Parker waits on one socket for its owner's shard.
+type Parker struct {
+	file  *os.File
+	raw   syscall.RawConn
+	ready func() (bool, error)
+	fn    func(uintptr) bool // read, made once: a closure per Park would allocate
+	err   error
+
+	woken  atomic.Bool // a Wake came: the next or current Park returns
+	parked atomic.Bool // in the poller: a Wake must interrupt it
+}
+
+// New parks on file (a non-blocking socket the poller took). ready is the
+// owner's check, run on the shard's goroutine whenever the poller reports
+// the socket readable (and once before parking: the poller is
+// edge-triggered): it reads what it can and reports whether there is work.
+func New(file *os.File, ready func() (bool, error)) (*Parker, error) {
+	raw, err := file.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	p := &Parker{file: file, raw: raw, ready: ready}
+	p.fn = p.read
+	return p, nil
+}
+
+// File is the socket's file.
+func (p *Parker) File() *os.File { return p.file }
+
+// Park waits until ready reports work, Wake is called, or the deadline
+// passes (zero: none), counting in parks each time it really parks (not
+// when a Wake came first). It returns ready's error, or the poller's.
+func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
+	p.file.SetReadDeadline(deadline)
+	p.parked.Store(true) // before looking at woken: a Wake after this interrupts the read
+	if p.woken.Swap(false) {
+		p.parked.Store(false)
+		return nil // a Wake came before we parked
+	}
+	parks.Add(1)
+	err := p.raw.Read(p.fn)
+	p.parked.Store(false)
+	p.woken.Store(false)
+	if p.err != nil {
+		err, p.err = p.err, nil
+		return err
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+func (p *Parker) read(uintptr) bool {
+	work, err := p.ready()
+	if err != nil {
+		p.err = err
+		return true
+	}
+	return work || p.woken.Load()
+}
+
+// Wake makes the current Park return, or the next one. Any goroutine.
+func (p *Parker) Wake() {
+	p.woken.Store(true)
+	if p.parked.Load() { // else Park sees woken before it parks
+		p.file.SetReadDeadline(time.Now())
+	}
+}
+
+// TakeWake reports whether a Wake came since the last Park or TakeWake,
+// and clears it.
+func (p *Parker) TakeWake() bool { return p.woken.Swap(false) }
+
+// Woken reports whether a Wake came (without clearing it).
+func (p *Parker) Woken() bool { return p.woken.Load() }
+
+// Spin busy-polls: it runs ready until it reports work, a Wake comes or the
+// deadline passes, yielding to other goroutines in between, for at most
+// budget; it reports whether one of those came.
+func (p *Parker) Spin(budget time.Duration, deadline time.Time) (bool, error) {
+	start := time.Now()
+	for now := start; now.Sub(start) < budget; now = time.Now() {
+		if p.TakeWake() || !deadline.IsZero() && !now.Before(deadline) {
+			return true, nil
+		}
+		if work, err := p.ready(); work || err != nil {
+			return true, err
+		}
+		runtime.Gosched()
+	}
+	return false, nil
+}

@@ -1,0 +1,110 @@
+package netpark
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// socket opens a non-blocking UDP socket on loopback and a Parker whose
+// ready check reads one datagram.
+func socket(t *testing.T, readErr error) (*Parker, *net.UDPAddr, *atomic.Int64) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*unix.SockaddrInet4).Port}
+	f := os.NewFile(uintptr(fd), "test-udp")
+	t.Cleanup(func() { f.Close() })
+	var got atomic.Int64
+	buf := make([]byte, 64)
+	p, err := New(f, func() (bool, error) {
+		if _, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT); err == nil {
+			got.Add(1)
+			return true, readErr
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, addr, &got
+}
+
+func send(t *testing.T, to *net.UDPAddr) {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParkWakesOnDataWakeAndDeadline(t *testing.T) {
+	p, addr, got := socket(t, nil)
+	var parks atomic.Uint64
+
+	// Data: Park returns after ready read it.
+	go func() { time.Sleep(20 * time.Millisecond); send(t, addr) }()
+	if err := p.Park(time.Now().Add(5*time.Second), &parks); err != nil || got.Load() != 1 {
+		t.Fatalf("park for data: %v, %d read", err, got.Load())
+	}
+	// Wake from another goroutine interrupts a parked Park.
+	go func() { time.Sleep(20 * time.Millisecond); p.Wake() }()
+	start := time.Now()
+	if err := p.Park(time.Time{}, &parks); err != nil || time.Since(start) > 3*time.Second {
+		t.Fatalf("park for Wake: %v after %v", err, time.Since(start))
+	}
+	// A Wake before Park: it returns at once, without parking.
+	before := parks.Load()
+	p.Wake()
+	if err := p.Park(time.Time{}, &parks); err != nil || parks.Load() != before {
+		t.Fatalf("Wake before Park: %v, parks %d -> %d", err, before, parks.Load())
+	}
+	// The deadline.
+	start = time.Now()
+	if err := p.Park(time.Now().Add(30*time.Millisecond), &parks); err != nil || time.Since(start) < 25*time.Millisecond {
+		t.Fatalf("park to the deadline: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestParkReturnsReadyError(t *testing.T) {
+	boom := errors.New("boom")
+	p, addr, _ := socket(t, boom)
+	send(t, addr)
+	var parks atomic.Uint64
+	if err := p.Park(time.Now().Add(5*time.Second), &parks); !errors.Is(err, boom) {
+		t.Fatalf("Park returned %v, want ready's error", err)
+	}
+}
+
+func TestSpin(t *testing.T) {
+	p, addr, got := socket(t, nil)
+	// Nothing comes: Spin gives up after its budget.
+	if done, err := p.Spin(5*time.Millisecond, time.Time{}); done || err != nil {
+		t.Fatalf("idle spin: %v %v", done, err)
+	}
+	// A Wake or a datagram ends it.
+	p.Wake()
+	if done, _ := p.Spin(time.Second, time.Time{}); !done || p.Woken() {
+		t.Fatal("Spin missed a Wake, or left it set")
+	}
+	send(t, addr)
+	if done, err := p.Spin(time.Second, time.Time{}); !done || err != nil || got.Load() != 1 {
+		t.Fatalf("spin for data: %v %v, %d read", done, err, got.Load())
+	}
+}
