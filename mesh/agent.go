@@ -165,6 +165,7 @@ func (a *Agent) ID() wire.UUID { return a.cfg.ID }
 func (a *Agent) URL() string { return FormatURL(a.cfg.Identity.Public, a.endpoint(), a.cfg.ID) }
 
 type handler struct {
+	method string
 	fn     HandlerFunc
 	inline bool
 }
@@ -191,6 +192,7 @@ func (a *Agent) setHandler(method string, h handler) {
 	for k, v := range old {
 		hs[k] = v
 	}
+	h.method = method
 	hs[method] = h
 	a.handlers.Store(&hs)
 }
@@ -431,14 +433,20 @@ func (a *Agent) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 
 // splitMethod parses call data: u16 method length | method | body.
 func splitMethod(data []byte) (string, []byte, bool) {
+	method, body, ok := splitMethodBytes(data)
+	return string(method), body, ok
+}
+
+// splitMethodBytes is splitMethod without making the method a string.
+func splitMethodBytes(data []byte) (method, body []byte, ok bool) {
 	if len(data) < 2 {
-		return "", nil, false
+		return nil, nil, false
 	}
 	n := int(binary.LittleEndian.Uint16(data))
 	if len(data)-2 < n {
-		return "", nil, false
+		return nil, nil, false
 	}
-	return string(data[2 : 2+n]), data[2+n:], true
+	return data[2 : 2+n], data[2+n:], true
 }
 
 func joinMethod(method string, body []byte) []byte {
@@ -454,16 +462,17 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call")
 		return
 	}
-	method, body, ok := splitMethod(call.Data)
+	mb, body, ok := splitMethodBytes(call.Data)
 	if !ok {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call data")
 		return
 	}
-	hd := (*a.handlers.Load())[method]
+	hd := (*a.handlers.Load())[string(mb)] // no allocation for the lookup
 	if hd.fn == nil {
-		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeNotFound, "no method "+method)
+		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeNotFound, "no method "+string(mb))
 		return
 	}
+	method := hd.method // the registered name: no string made per call
 	ic := inCallPool.Get().(*inCall)
 	ic.a, ic.sh, ic.c, ic.fn, ic.timeout = a, sh, c, hd.fn, call.TimeoutSeconds
 	if hd.inline {
