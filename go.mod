@@ -8,6 +8,8 @@ require (
 	github.com/vishvananda/netns v0.0.5
 )
 
+require github.com/cloudflare/circl v1.6.5
+
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect

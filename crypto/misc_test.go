@@ -2,6 +2,9 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -172,4 +175,43 @@ func TestExpanderMatchesExpand(t *testing.T) {
 			}
 		}
 	}
+}
+
+// x25519DH (CIRCL) agrees with crypto/ecdh on random keys, and with the
+// RFC 7748 §6.1 example.
+func TestX25519DHMatchesStdlib(t *testing.T) {
+	for i := range 200 {
+		a, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ecdh.X25519().GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := a.ECDH(b.PublicKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := x25519DH(a, b.PublicKey().Bytes())
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("key %d: %x (%v), crypto/ecdh gives %x", i, got, err, want)
+		}
+	}
+	// RFC 7748 §6.1: Alice's private key, Bob's public key, their shared secret.
+	alicePriv, _ := hex.DecodeString("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+	bobPub, _ := hex.DecodeString("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+	want, _ := hex.DecodeString("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+	k, err := ecdh.X25519().NewPrivateKey(alicePriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := x25519DH(k, bobPub); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("RFC 7748 example: %x %v, want %x", got, err, want)
+	}
+	// A low-order point is refused.
+	if _, err := x25519DH(k, make([]byte, 32)); err == nil {
+		t.Fatal("all-zero public key accepted")
+	}
+
 }
