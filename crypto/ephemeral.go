@@ -1,7 +1,6 @@
 package crypto
 
 import (
-	"crypto/ecdh"
 	"io"
 	"sync"
 )
@@ -39,7 +38,7 @@ type EphemeralPool struct {
 	max     int
 	low     chan struct{}
 	mu      sync.Mutex
-	keys    []*ecdh.PrivateKey
+	keys    []*x25519Key
 	stocks  []*peerStock // least recently met first
 	hits    uint64
 	miss    uint64
@@ -62,7 +61,7 @@ type peerStock struct {
 // precomputedKey is an ephemeral key pair with dh = DH(k, peer) for the
 // peer of its stock.
 type precomputedKey struct {
-	k  *ecdh.PrivateKey
+	k  *x25519Key
 	dh [KeySize]byte
 }
 
@@ -184,7 +183,7 @@ func (p *EphemeralPool) PrecomputedStats() (hits, misses uint64) {
 }
 
 // take removes and returns one key pair, or nil when the pool is empty.
-func (p *EphemeralPool) take() *ecdh.PrivateKey {
+func (p *EphemeralPool) take() *x25519Key {
 	k, low := p.takeLow()
 	if low {
 		p.signalLow()
@@ -195,15 +194,15 @@ func (p *EphemeralPool) take() *ecdh.PrivateKey {
 // takeLow is take that leaves the Low signal to the caller: low says the
 // pool wants a Fill. A handshake sends it once it is past its critical
 // path, so that the refill does not compete with it for a core.
-func (p *EphemeralPool) takeLow() (*ecdh.PrivateKey, bool) {
+func (p *EphemeralPool) takeLow() (*x25519Key, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := p.takeLocked()
 	return k, len(p.keys) <= p.max/2
 }
 
-func (p *EphemeralPool) takeLocked() *ecdh.PrivateKey {
-	var k *ecdh.PrivateKey
+func (p *EphemeralPool) takeLocked() *x25519Key {
+	var k *x25519Key
 	if n := len(p.keys); n > 0 {
 		k = p.keys[n-1]
 		p.keys[n-1] = nil // the pool no longer holds it
@@ -226,7 +225,7 @@ func (p *EphemeralPool) signalLow() {
 // dh = DH(k, peer's static key) when it was precomputed for peer (the pool
 // keeps no copy), else dh nil; k is nil when the pool is empty. It records
 // the handshake, so that Fill prepares key pairs for peer.
-func (p *EphemeralPool) takeFor(peer PublicKey) (k *ecdh.PrivateKey, dh []byte) {
+func (p *EphemeralPool) takeFor(peer PublicKey) (k *x25519Key, dh []byte) {
 	k, dh, low := p.takeForLow(peer)
 	if low {
 		p.signalLow()
@@ -235,7 +234,7 @@ func (p *EphemeralPool) takeFor(peer PublicKey) (k *ecdh.PrivateKey, dh []byte) 
 }
 
 // takeForLow is takeFor that leaves the Low signal to the caller (takeLow).
-func (p *EphemeralPool) takeForLow(peer PublicKey) (k *ecdh.PrivateKey, dh []byte, low bool) {
+func (p *EphemeralPool) takeForLow(peer PublicKey) (k *x25519Key, dh []byte, low bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.met(peer)

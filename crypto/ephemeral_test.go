@@ -235,7 +235,7 @@ func TestEphemeralPoolConcurrent(t *testing.T) {
 			defer wg.Done()
 			for range each {
 				if k := p.take(); k != nil {
-					got[g] = append(got[g], k.PublicKey().Bytes())
+					got[g] = append(got[g], append([]byte(nil), k.pub[:]...))
 				}
 			}
 		}()
@@ -298,11 +298,11 @@ func poolKeys(p *EphemeralPool) [][]byte {
 	defer p.mu.Unlock()
 	var out [][]byte
 	for _, k := range p.keys {
-		out = append(out, k.PublicKey().Bytes())
+		out = append(out, append([]byte(nil), k.pub[:]...))
 	}
 	for _, st := range p.stocks {
 		for _, pk := range st.keys {
-			out = append(out, pk.k.PublicKey().Bytes())
+			out = append(out, append([]byte(nil), pk.k.pub[:]...))
 		}
 	}
 	return out

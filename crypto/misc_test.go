@@ -177,9 +177,9 @@ func TestExpanderMatchesExpand(t *testing.T) {
 	}
 }
 
-// x25519DH (CIRCL) agrees with crypto/ecdh on random keys, and with the
-// RFC 7748 §6.1 example.
-func TestX25519DHMatchesStdlib(t *testing.T) {
+// Key generation and Diffie-Hellman (CIRCL) agree with crypto/ecdh on
+// random keys, and with the RFC 7748 §6.1 example.
+func TestX25519MatchesStdlib(t *testing.T) {
 	for i := range 200 {
 		a, err := ecdh.X25519().GenerateKey(rand.Reader)
 		if err != nil {
@@ -193,7 +193,11 @@ func TestX25519DHMatchesStdlib(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := x25519DH(a, b.PublicKey().Bytes())
+		ka, err := newX25519Key(a.Bytes())
+		if err != nil || !bytes.Equal(ka.pub[:], a.PublicKey().Bytes()) {
+			t.Fatalf("key %d: public key %x (%v), crypto/ecdh gives %x", i, ka.pub, err, a.PublicKey().Bytes())
+		}
+		got, err := x25519DH(ka, b.PublicKey().Bytes())
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("key %d: %x (%v), crypto/ecdh gives %x", i, got, err, want)
 		}
@@ -202,9 +206,12 @@ func TestX25519DHMatchesStdlib(t *testing.T) {
 	alicePriv, _ := hex.DecodeString("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
 	bobPub, _ := hex.DecodeString("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
 	want, _ := hex.DecodeString("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
-	k, err := ecdh.X25519().NewPrivateKey(alicePriv)
+	k, err := newX25519Key(alicePriv)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if alicePub, _ := hex.DecodeString("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"); !bytes.Equal(k.pub[:], alicePub) {
+		t.Fatalf("RFC 7748 example: Alice's public key %x", k.pub)
 	}
 	if got, err := x25519DH(k, bobPub); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("RFC 7748 example: %x %v, want %x", got, err, want)
