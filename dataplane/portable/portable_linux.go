@@ -189,30 +189,16 @@ func (c *shardConn) Wait(deadline time.Time) error {
 	if c.park != nil {
 		return c.waitNetpoll(deadline)
 	}
-	var ts *unix.Timespec
-	if !deadline.IsZero() {
-		d := time.Until(deadline)
-		if d <= 0 {
-			return nil
-		}
-		t := unix.NsecToTimespec(d.Nanoseconds())
-		ts = &t
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return nil
 	}
 	fds := [2]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}, {Fd: int32(c.wakeFD), Events: unix.POLLIN}}
 	c.stats.Wakeups.Add(1)
-	for {
-		_, err := unix.Ppoll(fds[:], ts, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("ppoll", err)
-		}
-		break
+	if err := udpsock.Ppoll(fds[:], deadline, 0); err != nil {
+		return err
 	}
 	if fds[1].Revents != 0 {
-		var b [8]byte
-		unix.Read(c.wakeFD, b[:]) // reset the eventfd counter
+		udpsock.Drain(c.wakeFD)
 	}
 	return nil
 }
@@ -248,8 +234,7 @@ func (c *shardConn) Wake() {
 		c.park.Wake()
 		return
 	}
-	one := [8]byte{1}
-	unix.Write(c.wakeFD, one[:]) // EAGAIN: the counter is already non-zero, a wake-up is pending
+	udpsock.Signal(c.wakeFD)
 }
 
 func (c *shardConn) Close() error {

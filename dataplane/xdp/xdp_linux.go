@@ -19,6 +19,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 	"github.com/mxp-dataplane/mxp/internal/caps"
 	"net"
 	"net/netip"
@@ -564,35 +565,13 @@ func newShard(cfg dataplane.Config, idx int, addr netip.AddrPort, g *group) (c *
 			c.Close()
 		}
 	}()
-	family := unix.AF_INET
-	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
-		family = unix.AF_INET6
-	}
-	c.v6 = family == unix.AF_INET6
-	if c.udp, err = unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP); err != nil {
-		return nil, os.NewSyscallError("socket", err)
-	}
-	if err := unix.SetsockoptInt(c.udp, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		return nil, os.NewSyscallError("setsockopt SO_REUSEPORT", err)
-	}
-	if c.v6 && addr.Addr().IsUnspecified() {
-		if err := unix.SetsockoptInt(c.udp, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
-			return nil, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
-		}
-	}
-	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-		if unix.SetsockoptInt(c.udp, unix.SOL_SOCKET, o[0], cfg.SocketBuffer) != nil {
-			unix.SetsockoptInt(c.udp, unix.SOL_SOCKET, o[1], cfg.SocketBuffer)
-		}
-	}
-	if err := unix.Bind(c.udp, sockaddr(addr, c.v6)); err != nil {
-		return nil, fmt.Errorf("bind %v: %w", addr, err)
-	}
-	sa, err := unix.Getsockname(c.udp)
+	// The fallback socket: plain UDP (no GSO or GRO: it carries what the
+	// XDP program passes, a datagram at a time), dual-stack on [::].
+	sock, err := udpsock.Open(netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: true, DisableGRO: true})
 	if err != nil {
-		return nil, os.NewSyscallError("getsockname", err)
+		return nil, err
 	}
-	c.local = addrPortOf(sa)
+	c.udp, c.v6, c.local = sock.FD, sock.V6, sock.Local
 	c.anyAddr = c.local.Addr().IsUnspecified()
 	if c.wakeFD, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		return nil, os.NewSyscallError("eventfd", err)
@@ -814,7 +793,7 @@ func (c *shardConn) recvSocket(pkts []dataplane.Packet) (n, bytes int) {
 			dropped++
 			continue
 		}
-		pkts[n] = dataplane.Packet{Buf: buf[:m:m], Addr: addrPortOf(from)}
+		pkts[n] = dataplane.Packet{Buf: buf[:m:m], Addr: udpsock.AddrPortOf(from)}
 		n++
 		bytes += m
 	}
@@ -995,7 +974,7 @@ func (c *shardConn) kick() {
 
 // sendSocket sends one datagram through the fallback UDP socket.
 func (c *shardConn) sendSocket(b []byte, dst netip.AddrPort) bool {
-	if err := unix.Sendto(c.udp, b, unix.MSG_DONTWAIT, sockaddr(dst, c.v6)); err != nil {
+	if err := unix.Sendto(c.udp, b, unix.MSG_DONTWAIT, udpsock.Sockaddr(dst, c.v6)); err != nil {
 		return false
 	}
 	c.socketTx.Add(1)
@@ -1006,24 +985,16 @@ func (c *shardConn) sendSocket(b []byte, dst netip.AddrPort) bool {
 // Wake is called, or the deadline passes. Frames left on the TX ring are
 // kicked first (poll on the AF_XDP socket kicks them too).
 func (c *shardConn) Wait(deadline time.Time) error {
-	var ts *unix.Timespec
-	if !deadline.IsZero() {
-		d := time.Until(deadline)
-		if d <= 0 {
-			return nil
-		}
-		t := unix.NsecToTimespec(d.Nanoseconds())
-		ts = &t
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return nil
 	}
 	// Frames still on the TX ring (the kernel said EAGAIN: the device's
 	// queue is full) or awaited on the completion ring wake no poll: come
 	// back soon to kick and reap again.
+	var limit time.Duration
 	if c.tx.pending() > 0 || c.txStarved {
 		c.kick()
-		if ts == nil || ts.Nano() > int64(txRetry) {
-			t := unix.NsecToTimespec(int64(txRetry))
-			ts = &t
-		}
+		limit = txRetry
 	}
 	fds := [3]unix.PollFd{
 		{Fd: int32(c.fd), Events: unix.POLLIN},
@@ -1031,22 +1002,14 @@ func (c *shardConn) Wait(deadline time.Time) error {
 		{Fd: int32(c.wakeFD), Events: unix.POLLIN},
 	}
 	c.stats.Wakeups.Add(1)
-	for {
-		_, err := unix.Ppoll(fds[:], ts, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("ppoll", err)
-		}
-		break
+	if err := udpsock.Ppoll(fds[:], deadline, limit); err != nil {
+		return err
 	}
 	if fds[1].Revents != 0 {
 		c.sockReady = true
 	}
 	if fds[2].Revents != 0 {
-		var b [8]byte
-		unix.Read(c.wakeFD, b[:])
+		udpsock.Drain(c.wakeFD)
 	}
 	return nil
 }
@@ -1056,8 +1019,7 @@ func (c *shardConn) Wake() {
 	if c.closed.Load() {
 		return
 	}
-	one := [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
-	unix.Write(c.wakeFD, one[:])
+	udpsock.Signal(c.wakeFD)
 }
 
 // Close closes the sockets and unmaps the rings and the UMEM; the last
@@ -1086,21 +1048,4 @@ func (c *shardConn) Close() error {
 	}
 	errs = append(errs, c.g.release())
 	return errors.Join(errs...)
-}
-
-func sockaddr(ap netip.AddrPort, v6 bool) unix.Sockaddr {
-	if !v6 {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
-	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-}
-
-func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
 }

@@ -68,7 +68,7 @@ func Open(addr netip.AddrPort, o Options) (s Socket, err error) {
 	}
 	s.RecvBuffer = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.Buffer)
 	s.SendBuffer = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.Buffer)
-	if err := unix.Bind(fd, Sockaddr(addr)); err != nil {
+	if err := unix.Bind(fd, Sockaddr(addr, s.V6)); err != nil {
 		return s, fmt.Errorf("bind %v: %w", addr, err)
 	}
 	sa, err := unix.Getsockname(fd)
@@ -97,21 +97,23 @@ func setBuffer(fd, force, plain, size int) int {
 	return got
 }
 
-// Sockaddr converts an address to the unix package's form.
-func Sockaddr(ap netip.AddrPort) unix.Sockaddr {
-	if ap.Addr().Is4() {
-		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+// Sockaddr converts an address to the unix package's form for a socket of
+// the given family (an IPv4 address on an AF_INET6 socket goes v4-mapped).
+func Sockaddr(ap netip.AddrPort, v6 bool) unix.Sockaddr {
+	if !v6 {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
 
-// AddrPortOf converts the unix package's form back.
+// AddrPortOf converts the unix package's form back (v4-mapped addresses
+// come back as IPv4, as AddrFromName's do).
 func AddrPortOf(sa unix.Sockaddr) netip.AddrPort {
 	switch sa := sa.(type) {
 	case *unix.SockaddrInet4:
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
 	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
 	}
 	return netip.AddrPort{}
 }

@@ -37,9 +37,13 @@ func TestOpenSharesAPort(t *testing.T) {
 	if !off.V6 || off.GSO || off.GRO {
 		t.Errorf("dual-stack socket with offloads off: %+v", off)
 	}
-	for _, ap := range []string{"198.18.0.1:9000", "[2001:db8::1]:443"} {
-		if got := AddrPortOf(Sockaddr(netip.MustParseAddrPort(ap))); got.String() != ap {
-			t.Errorf("round trip of %s: %s", ap, got)
+	for _, c := range []struct {
+		ap string
+		v6 bool
+	}{{"198.18.0.1:9000", false}, {"198.18.0.1:9000", true}, {"[2001:db8::1]:443", true}} {
+		// An IPv4 address on an AF_INET6 socket goes v4-mapped, and comes back plain.
+		if got := AddrPortOf(Sockaddr(netip.MustParseAddrPort(c.ap), c.v6)); got.String() != c.ap {
+			t.Errorf("round trip of %s (v6 socket %v): %s", c.ap, c.v6, got)
 		}
 	}
 	if _, err := Open(netip.AddrPort{}, Options{}); err == nil {
