@@ -432,13 +432,7 @@ func (a *Agent) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 }
 
 // splitMethod parses call data: u16 method length | method | body.
-func splitMethod(data []byte) (string, []byte, bool) {
-	method, body, ok := splitMethodBytes(data)
-	return string(method), body, ok
-}
-
-// splitMethodBytes is splitMethod without making the method a string.
-func splitMethodBytes(data []byte) (method, body []byte, ok bool) {
+func splitMethod(data []byte) (method, body []byte, ok bool) {
 	if len(data) < 2 {
 		return nil, nil, false
 	}
@@ -449,11 +443,11 @@ func splitMethodBytes(data []byte) (method, body []byte, ok bool) {
 	return data[2 : 2+n], data[2+n:], true
 }
 
-func joinMethod(method string, body []byte) []byte {
-	b := make([]byte, 0, 2+len(method)+len(body))
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(method)))
-	b = append(b, method...)
-	return append(b, body...)
+// appendMethod appends call data (u16 method length | method | body) to dst.
+func appendMethod(dst []byte, method string, body []byte) []byte {
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(method)))
+	dst = append(dst, method...)
+	return append(dst, body...)
 }
 
 func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
@@ -462,7 +456,7 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call")
 		return
 	}
-	mb, body, ok := splitMethodBytes(call.Data)
+	mb, body, ok := splitMethod(call.Data)
 	if !ok {
 		sendError(sh, c, m.MessageID, m.TraceID, wire.CodeBadRequest, "malformed call data")
 		return

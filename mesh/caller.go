@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"sync"
@@ -148,8 +147,7 @@ func (cl *caller) call(ctx context.Context, target wire.UUID, method string, bod
 	if err != nil {
 		return nil, err
 	}
-	buf = binary.LittleEndian.AppendUint16(buf, uint16(len(method)))
-	buf = append(append(buf, method...), body...)
+	buf = appendMethod(buf, method, body)
 	oc.buf, oc.m.Payload = buf, buf
 	r, err := cl.wait(ctx, oc)
 	if err != nil {

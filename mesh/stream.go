@@ -139,7 +139,7 @@ func (a *Agent) OpenStream(ctx context.Context, target wire.UUID, method string,
 		}
 		a.sh.send(c, &open)
 	})
-	if err := s.Send(joinMethod(method, req)); err != nil {
+	if err := s.Send(appendMethod(make([]byte, 0, 2+len(method)+len(req)), method, req)); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -513,7 +513,8 @@ func relayStream(from, to *shard, in, out *transport.Conn, m *wire.Message) {
 
 // serveStream starts the handler of an incoming stream.
 func (a *Agent) serveStream(s *Stream, first []byte) {
-	method, body, ok := splitMethod(first)
+	mb, body, ok := splitMethod(first)
+	method := string(mb)
 	a.mu.Lock()
 	fn := a.streamHandlers[method]
 	a.mu.Unlock()
