@@ -104,38 +104,35 @@ type fwdMsg struct {
 // forwardIn queues m for c, a connection of sh, from another shard's turn,
 // which then kicks sh (kickLater).
 func (sh *shard) forwardIn(c *transport.Conn, m *wire.Message) {
-	in := &sh.in
-	in.mu.Lock()
-	f := fwdMsg{c: c, m: *m, off: len(in.arena), n: len(m.Payload)}
+	f := fwdMsg{c: c, m: *m}
 	f.m.Payload = nil
-	in.arena = append(in.arena, m.Payload...)
-	in.msgs = append(in.msgs, f)
-	first := !in.queued
-	in.queued = true
-	in.mu.Unlock()
-	if first {
-		sh.enqueue(sh.drainInboxFn) // kicked by the forwarding shard (kickLater)
-	}
+	sh.inboxAdd(f, m.Payload)
 }
 
 // forwardEncodedIn queues raw, whole encoded messages of type t's class,
-// for c, a connection of sh, from another shard's turn, which then kicks sh
-// (kickLater). Consecutive ones for the same
-// connection and class join one entry, sent with one Conn.SendEncoded.
+// for c, a connection of sh, as forwardIn does. Consecutive ones for the
+// same connection and class join one entry, sent with one Conn.SendEncoded.
 func (sh *shard) forwardEncodedIn(c *transport.Conn, t wire.MsgType, raw []byte) {
+	sh.inboxAdd(fwdMsg{c: c, m: wire.Message{Type: t}, encoded: true}, raw)
+}
+
+// inboxAdd copies data into the inbox's arena as f's bytes and queues the
+// drain command with the inbox's first entry.
+func (sh *shard) inboxAdd(f fwdMsg, data []byte) {
 	in := &sh.in
 	in.mu.Lock()
-	if k := len(in.msgs); k > 0 {
+	if k := len(in.msgs); f.encoded && k > 0 {
 		last := &in.msgs[k-1]
-		if last.encoded && last.c == c && classOf(last.m.Type) == classOf(t) && last.off+last.n == len(in.arena) {
-			in.arena = append(in.arena, raw...)
-			last.n += len(raw)
+		if last.encoded && last.c == f.c && classOf(last.m.Type) == classOf(f.m.Type) && last.off+last.n == len(in.arena) {
+			in.arena = append(in.arena, data...)
+			last.n += len(data)
 			in.mu.Unlock()
-			return // a drain is queued already: the entry was
+			return // the drain is queued already: the entry was
 		}
 	}
-	in.msgs = append(in.msgs, fwdMsg{c: c, m: wire.Message{Type: t}, off: len(in.arena), n: len(raw), encoded: true})
-	in.arena = append(in.arena, raw...)
+	f.off, f.n = len(in.arena), len(data)
+	in.arena = append(in.arena, data...)
+	in.msgs = append(in.msgs, f)
 	first := !in.queued
 	in.queued = true
 	in.mu.Unlock()
