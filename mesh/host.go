@@ -179,17 +179,15 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	// Loopback peers get large packets (loopback's MTU is 64 KiB, and the
 	// TCP-based systems MXP is compared with use it too): a tenth of the
 	// packets, seals and opens, headers and acknowledgements of 1400-byte
-	// ones. The AF_XDP backend's frames hold a standard MTU only, and it
-	// never carries loopback traffic anyway.
-	var maxDgramFor func(netip.AddrPort) int
-	if sel.Backend.Name() != "xdp" {
-		dcfg.MaxDatagram = loopbackDatagram
-		maxDgramFor = func(peer netip.AddrPort) int {
-			if peer.Addr().Unmap().IsLoopback() {
-				return loopbackDatagram
-			}
-			return 0
+	// ones. A backend's send buffers bound what it can send (AF_XDP's
+	// frames hold a standard MTU), and the transport fills no packet past
+	// its buffer.
+	dcfg.MaxDatagram = loopbackDatagram
+	maxDgramFor := func(peer netip.AddrPort) int {
+		if peer.Addr().Unmap().IsLoopback() {
+			return loopbackDatagram
 		}
+		return 0
 	}
 	h := &host{selection: sel, shards: make([]*shard, dcfg.Shards), done: make(chan struct{}),
 		pool: crypto.NewEphemeralPool(16, nil)}
