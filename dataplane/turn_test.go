@@ -103,7 +103,7 @@ func TestTryTurn(t *testing.T) {
 		t.Fatalf("%d datagrams sent, want 4", n)
 	}
 
-	// A turn in progress: TryTurn says no; Wake hands the work over.
+	// A turn in progress: TryTurn says no; the shard sends the work once its turn goes on.
 	h.hold = make(chan struct{})
 	c.deliver(Packet{Buf: []byte("in")})
 	waitFor(t, "the shard's turn", h.holding.Load)
