@@ -43,6 +43,32 @@ var benchRoutes = []struct {
 
 var benchMethods = []string{"echo", "echo-inline"}
 
+// reportHostStats starts counting the hosts' packets, system calls and
+// parks; the function it returns reports them per call (and calls/s) for
+// the calls made since.
+func reportHostStats(b *testing.B, hosts []*host) func(calls int) {
+	s0 := make([]dataplane.Stats, len(hosts))
+	for i, h := range hosts {
+		s0[i] = h.engine.Stats()
+	}
+	return func(calls int) {
+		var d dataplane.Stats
+		for i, h := range hosts {
+			s1 := h.engine.Stats()
+			d.TxPackets += s1.TxPackets - s0[i].TxPackets
+			d.TxCalls += s1.TxCalls - s0[i].TxCalls
+			d.RxCalls += s1.RxCalls - s0[i].RxCalls
+			d.Wakeups += s1.Wakeups - s0[i].Wakeups
+		}
+		n := float64(calls)
+		b.ReportMetric(n/b.Elapsed().Seconds(), "calls/s")
+		b.ReportMetric(float64(d.TxPackets)/n, "agent-txpkts/call")
+		b.ReportMetric(float64(d.TxCalls)/n, "agent-sendcalls/call")
+		b.ReportMetric(float64(d.RxCalls)/n, "agent-recvcalls/call")
+		b.ReportMetric(float64(d.Wakeups)/n, "agent-parks/call")
+	}
+}
+
 // BenchmarkCalls64: 1 KiB calls from 64 goroutines of one agent to another
 // over one connection (through the node, or direct), with the packets,
 // system calls and parks per call of every host.
@@ -53,10 +79,7 @@ func BenchmarkCalls64(b *testing.B) {
 		payload := make([]byte, 1024)
 		for _, method := range benchMethods {
 			b.Run(route.name+"/"+method, func(b *testing.B) {
-				var s0 [2]dataplane.Stats
-				for i, h := range hosts {
-					s0[i] = h.engine.Stats()
-				}
+				done := reportHostStats(b, hosts)
 				b.ReportAllocs()
 				var wg sync.WaitGroup
 				per := b.N/64 + 1
@@ -74,20 +97,7 @@ func BenchmarkCalls64(b *testing.B) {
 				}
 				wg.Wait()
 				b.StopTimer()
-				calls := float64(per * 64)
-				var d dataplane.Stats
-				for i, h := range hosts {
-					s1 := h.engine.Stats()
-					d.TxPackets += s1.TxPackets - s0[i].TxPackets
-					d.TxCalls += s1.TxCalls - s0[i].TxCalls
-					d.RxCalls += s1.RxCalls - s0[i].RxCalls
-					d.Wakeups += s1.Wakeups - s0[i].Wakeups
-				}
-				b.ReportMetric(calls/b.Elapsed().Seconds(), "calls/s")
-				b.ReportMetric(float64(d.TxPackets)/calls, "agent-txpkts/call")
-				b.ReportMetric(float64(d.TxCalls)/calls, "agent-sendcalls/call")
-				b.ReportMetric(float64(d.RxCalls)/calls, "agent-recvcalls/call")
-				b.ReportMetric(float64(d.Wakeups)/calls, "agent-parks/call")
+				done(per * 64)
 			})
 		}
 	}
@@ -98,15 +108,19 @@ func BenchmarkCalls64(b *testing.B) {
 func BenchmarkCallSequential(b *testing.B) {
 	for _, route := range benchRoutes {
 		srv, cli := benchPair(b, route.direct)
+		hosts := []*host{srv.h, cli.h}
 		payload := make([]byte, 1024)
 		for _, method := range benchMethods {
 			b.Run(route.name+"/"+method, func(b *testing.B) {
+				done := reportHostStats(b, hosts)
 				b.ReportAllocs()
 				for range b.N {
 					if _, err := cli.Call(context.Background(), srv.ID(), method, payload); err != nil {
 						b.Fatal(err)
 					}
 				}
+				b.StopTimer()
+				done(b.N)
 			})
 		}
 	}
