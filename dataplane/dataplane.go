@@ -28,8 +28,10 @@ type Packet struct {
 	Addr netip.AddrPort
 }
 
-// Handler is the protocol side of one shard. Its methods are called only from
-// the shard's goroutine, so a Handler needs no locks.
+// Handler is the protocol side of one shard. Its methods are called only
+// within the shard's turns, one at a time — on the shard's goroutine, or on
+// one that runs a turn for it (Engine.TryTurn, Engine.Await) — so a Handler
+// needs no locks.
 type Handler interface {
 	// Receive takes a batch of received datagrams. The buffers are the
 	// backend's and return to it when Receive returns: copy what must be kept.
@@ -47,7 +49,8 @@ type Handler interface {
 }
 
 // ShardConn is one shard's share of a backend: its sockets or rings. Only the
-// shard's goroutine calls it, except Wake.
+// shard's goroutine calls it, except Wake (and what SendsWhileWaiting and
+// Lendable allow).
 type ShardConn interface {
 	// Recv fills pkts with received datagrams without blocking and returns how
 	// many; 0 means none ready. The buffers stay the backend's, valid until
@@ -84,6 +87,21 @@ type ShardConn interface {
 // send and receive state are apart), which Engine.TryTurn needs.
 type SendsWhileWaiting interface {
 	SendsWhileWaiting() bool
+}
+
+// Lender is implemented by a Handler that says when its shard may lend its
+// wait to a goroutine in Engine.Await: not while goroutines wait for what
+// the shard receives in another way (they would wait until the shard
+// takes its wait back).
+type Lender interface {
+	MayLend() bool
+}
+
+// Lendable is implemented by a ShardConn whose Recv, Release and Wait may
+// run on any goroutine, one at a time (no thread of their own: a wait in
+// Go's network poller), which Engine.Await needs.
+type Lendable interface {
+	Lendable() bool
 }
 
 // Backend opens the per-shard connections of one kind of I/O.
@@ -159,6 +177,7 @@ type Stats struct {
 	TxGSOSends  uint64 // messages sent as one GSO super-datagram
 	TxDropped   uint64 // datagrams the kernel refused
 	Wakeups     uint64 // Wait calls that blocked
+	Borrows     uint64 // Engine.Await calls that ran the shard's turns (Engine.Stats only)
 }
 
 // Add returns the sum of s and o, for totals over shards.
@@ -174,6 +193,7 @@ func (s Stats) Add(o Stats) Stats {
 	s.TxGSOSends += o.TxGSOSends
 	s.TxDropped += o.TxDropped
 	s.Wakeups += o.Wakeups
+	s.Borrows += o.Borrows
 	return s
 }
 

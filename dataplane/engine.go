@@ -43,9 +43,15 @@ func Start(b Backend, cfg Config, newHandler func(shard int) Handler) (*Engine, 
 	e := &Engine{cfg: cfg, name: b.Name(), conns: conns, failed: make(chan struct{}), turns: make([]turnState, len(conns))}
 	for i, c := range conns {
 		e.handlers = append(e.handlers, newHandler(i))
-		if sw, ok := c.(SendsWhileWaiting); ok && sw.SendsWhileWaiting() {
-			e.turns[i].tx = make([]Packet, cfg.Batch)
-		}
+		t := &e.turns[i]
+		t.rx, t.tx = make([]Packet, cfg.Batch), make([]Packet, cfg.Batch)
+		sw, ok := c.(SendsWhileWaiting)
+		t.tryTurns = ok && sw.SendsWhileWaiting()
+		l, ok := c.(Lendable)
+		t.lendable = t.tryTurns && ok && l.Lendable() && !cfg.Pin
+		t.poke = make(chan struct{}, 1)
+		t.lendTimer = time.NewTimer(time.Hour)
+		t.lendTimer.Stop()
 	}
 	e.wg.Add(len(conns))
 	for i := range conns {
@@ -64,14 +70,55 @@ func (e *Engine) Shards() int { return len(e.conns) }
 func (e *Engine) Conn(i int) ShardConn { return e.conns[i] }
 
 // Wake makes shard i call its Handler's Transmit soon: call it after handing
-// the shard's handler new work from another goroutine.
-func (e *Engine) Wake(i int) { e.conns[i].Wake() }
+// the shard's handler new work from another goroutine. The turn runs on
+// whoever holds the shard's wait: its goroutine, or one in Await.
+func (e *Engine) Wake(i int) {
+	t := &e.turns[i]
+	t.poked.Store(true) // before looking at the role: see release
+	e.conns[i].Wake()
+	if t.role.Load() == roleFree {
+		t.pokeShard()
+	}
+}
 
-// turnState is what TryTurn shares with shard i's goroutine.
+// turnState is what shard i's goroutine shares with TryTurn and Await.
 type turnState struct {
-	mu     sync.Mutex   // held while a turn runs, by the shard or by TryTurn
-	tx     []Packet     // TryTurn's send batch; nil: the backend cannot (SendsWhileWaiting)
-	waitAt atomic.Int64 // the deadline the shard waits for, UnixNano (0: none)
+	mu       sync.Mutex   // held while a turn runs: by the shard, TryTurn or Await
+	rx, tx   []Packet     // the turn's batches (used under mu)
+	tryTurns bool         // the backend sends while the shard waits (SendsWhileWaiting)
+	waitAt   atomic.Int64 // the deadline the shard waits for, UnixNano (0: none)
+
+	// Lending the wait (Await). Whoever holds the role receives and waits:
+	// the shard's goroutine, a goroutine in Await, or, between two Awaits,
+	// nobody (roleFree); the shard's goroutine takes it back once it has
+	// been neither borrowed nor poked for LendFor (within 2×LendFor).
+	lendable  bool          // the backend waits on any goroutine (Lendable), and the shard is not pinned
+	role      atomic.Int32  // roleShard, roleFree or roleBorrowed
+	wantLend  atomic.Bool   // an Await found the shard waiting: lend next time
+	poked     atomic.Bool   // a Wake came since the last turn began
+	borrows   atomic.Int64  // Awaits that held the wait, so far
+	poke      chan struct{} // wakes the lending shard (pokeShard)
+	lendTimer *time.Timer   // wakes the lending shard to look whether its wait is still in use (the shard's goroutine only)
+}
+
+// Roles of a shard's wait (turnState.role).
+const (
+	roleShard    int32 = iota // the shard's goroutine receives and waits
+	roleFree                  // lent, held by nobody
+	roleBorrowed              // held by a goroutine in Await
+)
+
+// LendFor is how long a lent wait may stay unused before the shard's
+// goroutine takes it back. Datagrams that come while nobody holds it (a
+// caller between two calls, or done with its calls) wait up to twice that;
+// its handler's timers run that much late at most.
+const LendFor = 100 * time.Microsecond
+
+func (t *turnState) pokeShard() {
+	select {
+	case t.poke <- struct{}{}:
+	default:
+	}
 }
 
 // TryTurn runs a send turn of shard i on the calling goroutine — the
@@ -83,7 +130,7 @@ type turnState struct {
 // earlier than planned (a new timer, or more to send).
 func (e *Engine) TryTurn(i int) bool {
 	t := &e.turns[i]
-	if t.tx == nil || !t.mu.TryLock() {
+	if !t.tryTurns || !t.mu.TryLock() {
 		return false
 	}
 	if e.stop.Load() {
@@ -100,16 +147,131 @@ func (e *Engine) TryTurn(i int) bool {
 		return true
 	}
 	if w := t.waitAt.Load(); more || !dl.IsZero() && (w == 0 || dl.UnixNano() < w) {
-		c.Wake()
+		e.Wake(i)
 	}
 	return true
+}
+
+// Await receives and waits for shard i on the calling goroutine, running
+// the shard's turns (Handler.Receive included) until done reports true,
+// the time until passes (zero: no bound), or the engine stops; it
+// reports whether done did. It does so only when the shard's goroutine
+// has lent its wait, and returns false at once otherwise: the shard lends
+// it the next time it would wait. A goroutine that waits for what the
+// shard will receive (a reply) so wakes up from the network poller
+// itself, sparing the hand-over from the shard's goroutine, which on a
+// machine with an idle CPU costs the wake-up of another thread.
+//
+// done is called with the turn lock held, after each turn. A caller that
+// leaves others waiting for the shard should Wake it after Await returns.
+func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
+	t := &e.turns[i]
+	if !t.lendable {
+		return false
+	}
+	if !t.role.CompareAndSwap(roleFree, roleBorrowed) {
+		if t.role.Load() == roleShard {
+			t.wantLend.Store(true)
+		}
+		return false
+	}
+	ok := false
+	defer func() { e.release(t, !ok) }()
+	c := e.conns[i]
+	for {
+		t.mu.Lock()
+		if e.stop.Load() {
+			t.mu.Unlock()
+			return false
+		}
+		busy, dl, now, err := e.turn(i)
+		ok = done()
+		t.mu.Unlock()
+		if err != nil {
+			e.fail(i, err)
+			return ok
+		}
+		if ok {
+			return true
+		}
+		if busy {
+			continue
+		}
+		if !until.IsZero() {
+			if !now.Before(until) {
+				return false
+			}
+			if dl.IsZero() || until.Before(dl) {
+				dl = until
+			}
+		}
+		if dl.IsZero() || dl.After(now) {
+			if err := c.Wait(dl); err != nil {
+				if !e.stop.Load() {
+					e.fail(i, err)
+				}
+				return false
+			}
+		}
+	}
+}
+
+// Reclaim makes shard i's goroutine take its wait back now if it has lent
+// it and nobody holds it: for work that will wait for the shard other than
+// through Await (a stream opening).
+func (e *Engine) Reclaim(i int) {
+	if t := &e.turns[i]; t.role.Load() == roleFree {
+		t.pokeShard()
+	}
+}
+
+// release frees a borrowed wait: the shard's goroutine takes it back
+// within LendFor unless another Await does first; at once when a Wake
+// came that no turn has served, or when back is set (the borrower goes on
+// waiting the usual way). It arms no timer: a timer set here would wake
+// another thread for each call.
+func (e *Engine) release(t *turnState, back bool) {
+	t.borrows.Add(1)
+	t.role.Store(roleFree)
+	if back || t.poked.Load() || e.stop.Load() {
+		t.pokeShard()
+	}
+}
+
+// lent is the shard's goroutine while it has lent its wait: it sleeps
+// until poked or its timer fires (every LendFor while the wait is
+// borrowed), and returns once it holds the role again (or the engine
+// stops).
+func (e *Engine) lent(t *turnState) {
+	seen := t.borrows.Load()
+	for !e.stop.Load() {
+		poked := false
+		select {
+		case <-t.poke:
+			poked = true
+		case <-t.lendTimer.C:
+		}
+		// On the timer, take the wait back only if nobody borrowed it
+		// since the last look: a caller in a loop of calls, between two,
+		// keeps it.
+		b := t.borrows.Load()
+		if (poked || b == seen) && t.role.CompareAndSwap(roleFree, roleShard) {
+			t.lendTimer.Stop()
+			return
+		}
+		if !poked {
+			seen = b
+			t.lendTimer.Reset(LendFor)
+		}
+	}
 }
 
 // Stats returns the sum of every shard's counters.
 func (e *Engine) Stats() Stats {
 	var s Stats
-	for _, c := range e.conns {
+	for i, c := range e.conns {
 		s = s.Add(c.Stats())
+		s.Borrows += uint64(e.turns[i].borrows.Load())
 	}
 	return s
 }
@@ -121,8 +283,8 @@ func (e *Engine) Failed() <-chan struct{} { return e.failed }
 // first error a shard or a close met.
 func (e *Engine) Stop() error {
 	e.stop.Store(true)
-	for _, c := range e.conns {
-		c.Wake()
+	for i := range e.conns {
+		e.Wake(i)
 	}
 	e.wg.Wait()
 	for i := range e.turns {
@@ -151,8 +313,8 @@ func (e *Engine) fail(shard int, err error) {
 		close(e.failed)
 	}
 	e.stop.Store(true)
-	for _, c := range e.conns {
-		c.Wake()
+	for i := range e.conns {
+		e.Wake(i)
 	}
 }
 
@@ -170,42 +332,36 @@ func (e *Engine) runShard(i int) {
 			return
 		}
 	}
-	c, h, t := e.conns[i], e.handlers[i], &e.turns[i]
-	rx := make([]Packet, e.cfg.Batch)
-	tx := make([]Packet, e.cfg.Batch)
+	c, t := e.conns[i], &e.turns[i]
 	for !e.stop.Load() {
-		t.mu.Lock()
-		now := time.Now()
-		n, err := c.Recv(rx)
-		if err != nil {
-			t.mu.Unlock()
-			e.fail(i, err)
-			return
-		}
-		if n > 0 {
-			h.Receive(rx[:n], now)
-			c.Release(rx[:n])
-		}
-		more, err := flush(c, h, tx, now)
-		if err != nil {
-			t.mu.Unlock()
-			e.fail(i, err)
-			return
-		}
-		// A full batch may have left more behind: read again at once. A
-		// partial one drained the backend, so go to Wait, which returns at
-		// once if more has come (one system call saved per wake-up).
-		if n == len(rx) || more {
-			t.mu.Unlock()
+		if t.role.Load() != roleShard {
+			e.lent(t)
 			continue
 		}
-		dl := h.Deadline()
-		if dl.IsZero() {
-			t.waitAt.Store(0)
-		} else {
-			t.waitAt.Store(dl.UnixNano())
-		}
+		t.mu.Lock()
+		busy, dl, now, err := e.turn(i)
 		t.mu.Unlock()
+		if err != nil {
+			e.fail(i, err)
+			return
+		}
+		if busy {
+			continue
+		}
+		if t.lendable && t.wantLend.Load() && mayLend(e.handlers[i]) && t.wantLend.Swap(false) {
+			// An Await found us waiting: lend it the wait. Until one takes
+			// it, the timer brings us back.
+			d := LendFor
+			if !dl.IsZero() {
+				d = min(d, dl.Sub(now))
+			}
+			t.lendTimer.Reset(d)
+			t.role.Store(roleFree)
+			if t.poked.Load() {
+				t.pokeShard()
+			}
+			continue
+		}
 		if dl.IsZero() || dl.After(now) {
 			if err := c.Wait(dl); err != nil {
 				e.fail(i, err)
@@ -213,6 +369,47 @@ func (e *Engine) runShard(i int) {
 			}
 		}
 	}
+}
+
+// mayLend asks a Handler that implements Lender.
+func mayLend(h Handler) bool {
+	l, ok := h.(Lender)
+	return !ok || l.MayLend()
+}
+
+// turn runs one turn of shard i — a receive batch handed to the handler,
+// then its sends — with t.mu held. busy reports that more may be waiting
+// (a full receive batch, or sends left): turn again before waiting. dl is
+// the handler's deadline.
+func (e *Engine) turn(i int) (busy bool, dl, now time.Time, err error) {
+	c, h, t := e.conns[i], e.handlers[i], &e.turns[i]
+	t.poked.Store(false) // this turn serves the Wakes until now
+	now = time.Now()
+	n, err := c.Recv(t.rx)
+	if err != nil {
+		return false, dl, now, err
+	}
+	if n > 0 {
+		h.Receive(t.rx[:n], now)
+		c.Release(t.rx[:n])
+	}
+	more, err := flush(c, h, t.tx, now)
+	if err != nil {
+		return false, dl, now, err
+	}
+	// A full batch may have left more behind: read again at once. A
+	// partial one drained the backend, so go to Wait, which returns at
+	// once if more has come (one system call saved per wake-up).
+	if n == len(t.rx) || more {
+		return true, dl, now, nil
+	}
+	dl = h.Deadline()
+	if dl.IsZero() {
+		t.waitAt.Store(0)
+	} else {
+		t.waitAt.Store(dl.UnixNano())
+	}
+	return false, dl, now, nil
 }
 
 // maxFlushBatches bounds the batches sent per loop turn, so a handler that

@@ -299,7 +299,7 @@ func (a *Agent) register(now time.Time) {
 	oc := &outCall{ch: make(chan wire.Message, 1)}
 	oc.m = wire.Message{Type: wire.TypeAgentRegister, MessageID: a.nextID.Add(1), TraceID: traceFor(context.Background()), Payload: encodePayload(&wire.AgentRegister{AgentRecord: rec})}
 	a.pmu.Lock()
-	a.pending[oc.m.MessageID] = oc
+	a.addPending(oc)
 	a.pmu.Unlock()
 	a.sh.send(a.conn, &oc.m)
 	go func() {
@@ -392,6 +392,17 @@ func (a *Agent) failPending(err error) {
 		delete(a.streams, id)
 		s.fail(err)
 	}
+	a.streamsChanged()
+}
+
+// streamsChanged tells the shard how many streams the agent has (a.mu
+// held): while there are any, the shard does not lend its wait
+// (shard.MayLend), as their readers wait for it.
+func (a *Agent) streamsChanged() {
+	a.sh.streams.Store(int32(len(a.streams)))
+	if len(a.streams) > 0 {
+		a.sh.reclaim()
+	}
 }
 
 // onMessage runs on the shard goroutine.
@@ -470,6 +481,7 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 	ic := inCallPool.Get().(*inCall)
 	ic.a, ic.sh, ic.c, ic.fn, ic.timeout = a, sh, c, hd.fn, call.TimeoutSeconds
 	if hd.inline {
+		sh.kept++
 		ic.req = Request{Method: method, Body: body, TraceID: m.TraceID, MessageID: m.MessageID}
 		ic.serve()
 		ic.send(time.Time{})

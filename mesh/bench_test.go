@@ -59,6 +59,7 @@ func reportHostStats(b *testing.B, hosts []*host) func(calls int) {
 			d.TxCalls += s1.TxCalls - s0[i].TxCalls
 			d.RxCalls += s1.RxCalls - s0[i].RxCalls
 			d.Wakeups += s1.Wakeups - s0[i].Wakeups
+			d.Borrows += s1.Borrows - s0[i].Borrows
 		}
 		n := float64(calls)
 		b.ReportMetric(n/b.Elapsed().Seconds(), "calls/s")
@@ -66,6 +67,7 @@ func reportHostStats(b *testing.B, hosts []*host) func(calls int) {
 		b.ReportMetric(float64(d.TxCalls)/n, "agent-sendcalls/call")
 		b.ReportMetric(float64(d.RxCalls)/n, "agent-recvcalls/call")
 		b.ReportMetric(float64(d.Wakeups)/n, "agent-parks/call")
+		b.ReportMetric(float64(d.Borrows)/n, "agent-awaits/call")
 	}
 }
 

@@ -30,18 +30,21 @@ type caller struct {
 
 // outCall is one request waiting for its reply.
 type outCall struct {
-	cl    *caller
-	m     wire.Message
-	via   wire.UUID       // for route: the agent to send to directly; zero: the node
-	conn  *transport.Conn // what it went out on (shard goroutine only)
-	ch    chan wire.Message
-	buf   []byte // m.Payload's storage
-	runFn func(time.Time)
+	cl      *caller
+	settled atomic.Bool // the reply came, or the request failed (ch has it or is closed)
+	led     atomic.Bool // its caller runs the shard's turns (await): deliver readies no goroutine
+	doneFn  func() bool // settled.Load, made once
+	m       wire.Message
+	via     wire.UUID       // for route: the agent to send to directly; zero: the node
+	conn    *transport.Conn // what it went out on (shard goroutine only)
+	ch      chan wire.Message
+	buf     []byte // m.Payload's storage
+	runFn   func(time.Time)
 }
 
 var outCallPool = sync.Pool{New: func() any {
 	oc := &outCall{ch: make(chan wire.Message, 1)}
-	oc.runFn = oc.run
+	oc.runFn, oc.doneFn = oc.run, oc.settled.Load
 	return oc
 }}
 
@@ -55,10 +58,32 @@ func (oc *outCall) run(now time.Time) {
 	}
 	cl.pmu.Lock()
 	if cl.pending[oc.m.MessageID] == oc {
-		delete(cl.pending, oc.m.MessageID)
-		close(oc.ch)
+		cl.dropPending(oc.m.MessageID)
+		oc.fail()
 	}
 	cl.pmu.Unlock()
+}
+
+// fail closes oc's channel: the request failed before a reply.
+func (oc *outCall) fail() {
+	oc.settled.Store(true)
+	close(oc.ch)
+}
+
+// addPending and dropPending keep the pending table (pmu held) and its
+// count on the shard (shard.waiting).
+func (cl *caller) addPending(oc *outCall) {
+	cl.pending[oc.m.MessageID] = oc
+	cl.sh.waiting.Add(1)
+}
+
+func (cl *caller) dropPending(id uint64) *outCall {
+	oc := cl.pending[id]
+	if oc != nil {
+		delete(cl.pending, id)
+		cl.sh.waiting.Add(-1)
+	}
+	return oc
 }
 
 func (oc *outCall) release() {
@@ -66,7 +91,7 @@ func (oc *outCall) release() {
 	if cap(buf) > 64<<10 {
 		buf = nil
 	}
-	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn}
+	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn, doneFn: oc.doneFn}
 	outCallPool.Put(oc)
 }
 
@@ -86,32 +111,44 @@ func (cl *caller) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
 		return wire.Message{}, ErrClosed
 	}
 	cl.pmu.Lock()
-	cl.pending[oc.m.MessageID] = oc
+	cl.addPending(oc)
 	cl.pmu.Unlock()
 	cl.sh.do(oc.runFn)
+	if cl.sh.await(ctx, oc.doneFn, &oc.led) {
+		r, ok := <-oc.ch
+		return cl.reply(oc, r, ok)
+	}
 	select {
 	case r, ok := <-oc.ch:
-		if !ok { // failed before a reply: the channel is closed, drop oc
-			if cl.closed.Load() {
-				return r, ErrClosed
-			}
-			return r, ErrNotConnected
-		}
-		oc.release()
-		if r.Type == wire.TypeError {
-			var e wire.ErrorPayload
-			if err := e.DecodePayload(r.Payload); err != nil {
-				return r, err
-			}
-			return r, &Error{Code: e.Code, Message: e.Message}
-		}
-		return r, nil
+		return cl.reply(oc, r, ok)
 	case <-ctx.Done():
 		cl.pmu.Lock()
-		delete(cl.pending, oc.m.MessageID)
+		if cl.pending[oc.m.MessageID] == oc {
+			cl.dropPending(oc.m.MessageID)
+		}
 		cl.pmu.Unlock()
 		return wire.Message{}, ctx.Err() // oc may still be queued: not reused
 	}
+}
+
+// reply returns what oc's channel gave: the reply (oc goes back to the
+// pool), or, closed, the request's failure.
+func (cl *caller) reply(oc *outCall, r wire.Message, ok bool) (wire.Message, error) {
+	if !ok { // failed before a reply: the channel is closed, drop oc
+		if cl.closed.Load() {
+			return r, ErrClosed
+		}
+		return r, ErrNotConnected
+	}
+	oc.release()
+	if r.Type == wire.TypeError {
+		var e wire.ErrorPayload
+		if err := e.DecodePayload(r.Payload); err != nil {
+			return r, err
+		}
+		return r, &Error{Code: e.Code, Message: e.Message}
+	}
+	return r, nil
 }
 
 // request sends p (its message gets a fresh ID) and waits for the reply.
@@ -165,14 +202,17 @@ func (cl *caller) call(ctx context.Context, target wire.UUID, method string, bod
 // whether a request was waiting.
 func (cl *caller) deliver(id uint64, m *wire.Message) bool {
 	cl.pmu.Lock()
-	oc := cl.pending[id]
-	delete(cl.pending, id)
+	oc := cl.dropPending(id)
 	cl.pmu.Unlock()
 	if oc == nil {
 		return false
 	}
 	cp := *m
 	cp.Payload = append([]byte(nil), m.Payload...)
+	if oc.led.Load() {
+		cl.sh.kept++
+	}
+	oc.settled.Store(true) // before the send: the caller may reuse oc once it has the reply
 	oc.ch <- cp
 	return true
 }
@@ -184,8 +224,8 @@ func (cl *caller) failRequestsOn(c *transport.Conn) {
 	defer cl.pmu.Unlock()
 	for id, oc := range cl.pending {
 		if oc.conn == c {
-			delete(cl.pending, id)
-			close(oc.ch)
+			cl.dropPending(id)
+			oc.fail()
 		}
 	}
 }
@@ -196,7 +236,8 @@ func (cl *caller) failRequests() {
 	cl.pmu.Lock()
 	defer cl.pmu.Unlock()
 	for id, oc := range cl.pending {
-		delete(cl.pending, id)
-		close(oc.ch)
+		cl.dropPending(id)
+		oc.fail()
 	}
+	cl.sh.wake() // a goroutine in Engine.Await sees it after the turn
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxp-dataplane/mxp/crypto"
@@ -32,7 +33,9 @@ type Client struct {
 
 	conn  *transport.Conn // shard goroutine only
 	ready chan struct{}   // closed when the handshake completes or fails
-	err   error           // why it failed; set before ready closes
+	// dialing: Dial waits for ready, counted in the shard's waiting.
+	dialing atomic.Bool
+	err     error // why it failed; set before ready closes
 }
 
 // DialOption adjusts Dial.
@@ -84,12 +87,28 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 	}
 	c := &Client{ch: ch, target: t, agent: cfg.agent, ready: make(chan struct{})}
 	c.sh, c.pending, c.route = ch.sh, map[uint64]*outCall{}, c.routeRequest
+	c.dialing.Store(true)
+	c.sh.waiting.Add(1) // until dialed
 	ch.sh.do(func(now time.Time) {
 		if err := c.redial(now); err != nil {
 			c.err = fmt.Errorf("mesh: dial %v: %w", t.Addr, err)
-			close(c.ready)
+			c.setReady()
 		}
 	})
+	isReady := func() bool {
+		select {
+		case <-c.ready:
+			return true
+		default:
+			return false
+		}
+	}
+	if ch.sh.await(ctx, isReady, nil) {
+		if c.err != nil {
+			return nil, c.err
+		}
+		return c, nil
+	}
 	timer := time.NewTimer(cfg.timeout)
 	defer timer.Stop()
 	select {
@@ -103,6 +122,7 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 	case <-timer.C:
 		err = context.DeadlineExceeded
 	}
+	c.dialed()
 	c.Close()
 	return nil, fmt.Errorf("mesh: dial %v (key %v): %w: %w", t.Addr, t.Key, ErrHandshakeNoAnswer, err)
 }
@@ -150,6 +170,23 @@ func (c *Client) redial(now time.Time) error {
 
 // Close closes the client's connection (the shared host stays); calls in
 // flight fail with ErrClosed.
+// setReady closes ready (once; on the shard) and ends the dial's wait.
+func (c *Client) setReady() {
+	select {
+	case <-c.ready:
+	default:
+		close(c.ready)
+	}
+	c.dialed()
+}
+
+// dialed ends the dial's count in the shard's waiting (once).
+func (c *Client) dialed() {
+	if c.dialing.CompareAndSwap(true, false) {
+		c.sh.waiting.Add(-1)
+	}
+}
+
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -231,11 +268,7 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 	}
 	switch ev.Kind {
 	case transport.EventConnected:
-		select {
-		case <-c.ready:
-		default:
-			close(c.ready)
-		}
+		c.setReady()
 	case transport.EventClosed:
 		delete(ch.conns, ev.Conn)
 		if ev.Conn != c.conn {
@@ -248,7 +281,7 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 			if errors.Is(ev.Err, transport.ErrIdleTimeout) {
 				c.err = fmt.Errorf("mesh: dial %v (key %v): %w", c.target.Addr, c.target.Key, ErrHandshakeNoAnswer)
 			}
-			close(c.ready)
+			c.setReady()
 		}
 		c.failRequests()
 	}

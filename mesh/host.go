@@ -6,6 +6,7 @@
 package mesh
 
 import (
+	"context"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -66,13 +67,19 @@ type shard struct {
 	ep    *transport.Endpoint
 	owner events
 
-	woken   atomic.Bool   // a wake-up is on its way: later commands need no other
-	queued  atomic.Uint64 // commands queued so far (Receive yields while it grows)
-	mu      sync.Mutex
-	cmds    []func(now time.Time)
-	running []func(now time.Time)
-	tpkts   []transport.Packet
-	backlog map[*transport.Conn][]backlogged
+	woken   atomic.Bool  // a wake-up is on its way: later commands need no other
+	waiting atomic.Int32 // requests and dials waiting for the shard (caller.addPending, Dial)
+	streams atomic.Int32 // streams of the agent on this shard (Agent.streamsChanged)
+	// Messages of the turn's receive batch handed to the owner, and those
+	// of them it kept on the shard's turn (inline calls, replies to the
+	// goroutine in await): Receive yields only for the others.
+	handed, kept int
+	queued       atomic.Uint64 // commands queued so far (Receive yields while it grows)
+	mu           sync.Mutex
+	cmds         []func(now time.Time)
+	running      []func(now time.Time)
+	tpkts        []transport.Packet
+	backlog      map[*transport.Conn][]backlogged
 
 	in           inbox
 	drainInboxFn func(time.Time) // sh.drainInbox, made once
@@ -204,7 +211,10 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize}
 		ep, err := transport.NewEndpoint(transport.Config{
 			Crypto: ccfg, Shard: i, Shards: dcfg.Shards, MaxDatagramSizeFor: maxDgramFor,
-			OnMessage: func(c *transport.Conn, m *wire.Message) { owner.onMessage(sh, c, m) },
+			OnMessage: func(c *transport.Conn, m *wire.Message) {
+				sh.handed++
+				owner.onMessage(sh, c, m)
+			},
 		})
 		if err == nil {
 			err = ep.UseHandshakeCaches(cache, h.pool)
@@ -288,6 +298,54 @@ func (sh *shard) kick() {
 	}
 }
 
+// MayLend (dataplane.Lender): the shard lends its wait to a goroutine in
+// await only while nothing else waits for it: no request or dial, no
+// stream. The one that will borrow it is the next request.
+func (sh *shard) MayLend() bool { return sh.waiting.Load() == 0 && sh.streams.Load() == 0 }
+
+// reclaim has the shard's goroutine take its wait back if lent and unused
+// (a stream opened: its reader waits for the shard's goroutine).
+func (sh *shard) reclaim() {
+	if e := sh.h.running.Load(); e != nil {
+		e.Reclaim(sh.idx)
+	}
+}
+
+// awaitSlice bounds a wait in await: what takes longer is waited for the
+// usual way (the shard's goroutine takes its wait back).
+const awaitSlice = time.Millisecond
+
+// await waits until done reports true (a request's reply came, a dial
+// completed) on the calling goroutine, running the shard's turns itself
+// (dataplane.Engine.Await) when it is the only request or dial waiting
+// and the shard has lent its wait: the reply then wakes this goroutine
+// from the network poller, not through the shard's goroutine, which on a
+// machine with an idle CPU would wake another thread. led, if not nil, is
+// set meanwhile. It reports whether done did; if not, wait the usual way.
+func (sh *shard) await(ctx context.Context, done func() bool, led *atomic.Bool) bool {
+	e := sh.h.running.Load()
+	if e == nil || sh.waiting.Load() != 1 {
+		return false
+	}
+	until := time.Now().Add(awaitSlice)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
+		until = dl
+	}
+	if led != nil {
+		led.Store(true)
+	}
+	ok := e.Await(sh.idx, done, until)
+	if led != nil {
+		led.Store(false)
+	}
+	if ok && !sh.MayLend() {
+		// Requests or streams came while we held the wait: they wait for
+		// the shard's goroutine.
+		e.Reclaim(sh.idx)
+	}
+	return ok
+}
+
 func (sh *shard) wake() {
 	e := sh.h.running.Load()
 	if e == nil {
@@ -329,12 +387,15 @@ func (sh *shard) runCommands(now time.Time) {
 	}
 }
 
-func (sh *shard) drainEvents() {
+func (sh *shard) drainEvents() (any bool) {
 	for {
 		ev, ok := sh.ep.PollEvent()
 		if !ok {
-			return
+			return any
 		}
+		// A stream's send buffer draining readies nobody: the shard
+		// sends its own backlog. Other events may (dialers, closes).
+		any = any || ev.Kind != transport.EventStreamWritable
 		switch ev.Kind {
 		case transport.EventStreamWritable, transport.EventConnected:
 			if len(sh.backlog[ev.Conn]) > 0 {
@@ -352,7 +413,18 @@ func (sh *shard) Receive(pkts []dataplane.Packet, now time.Time) {
 	for _, p := range pkts {
 		sh.ep.Receive(p.Buf, p.Addr, now)
 	}
-	sh.drainEvents()
+	events := sh.drainEvents()
+	allKept := sh.handed > 0 && sh.handed == sh.kept && !events
+	sh.handed, sh.kept = 0, 0
+	if allKept {
+		// Every message was served on this goroutine (inline calls,
+		// replies to the goroutine in await): nobody to yield to, and a
+		// yield would wake another thread for nothing. (A batch of
+		// acknowledgements still yields: a stream's writer may have room
+		// to fill.)
+		sh.kickPending()
+		return
+	}
 	// Let the goroutines this batch made runnable (callers given their
 	// responses, handlers given their calls) run before the shard's
 	// Transmit: what they queue then leaves in one send, instead of the

@@ -180,6 +180,10 @@ func (c *shardConn) Release([]dataplane.Packet) {} // receive buffers are reused
 // goroutine may send while the shard waits (dataplane.Engine.TryTurn).
 func (c *shardConn) SendsWhileWaiting() bool { return true }
 
+// Lendable: in the network poller, receiving and waiting need no thread
+// of their own, so a goroutine in Engine.Await may do them.
+func (c *shardConn) Lendable() bool { return c.park != nil }
+
 // ThreadAffine reports whether the shard must stay on one OS thread: only
 // when it waits in ppoll.
 func (c *shardConn) ThreadAffine() bool { return c.park == nil }
