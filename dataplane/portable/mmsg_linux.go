@@ -35,6 +35,10 @@ type rxState struct {
 
 	got, msg, off int // messages received; next message; offset in it
 	seg           int // GRO segment size of message msg
+	// dirty: the headers the kernel wrote back (name and control lengths,
+	// flags) since they were last set; the others still hold their
+	// initial values, which a recvmmsg that found no datagram leaves alone.
+	dirty int
 	from          netip.AddrPort
 }
 
@@ -54,6 +58,20 @@ func (r *rxState) init(batch, size int) {
 		h.Name = &r.names[i][0]
 		h.Control = &r.ctrl[i*groCmsgSpace]
 	}
+	r.dirty = batch
+	r.reset()
+}
+
+// reset sets the headers back to what recvmmsg needs, for the ones the
+// last receive wrote to.
+func (r *rxState) reset() {
+	for i := range r.dirty {
+		h := &r.hdrs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.SetControllen(groCmsgSpace)
+		h.Flags = 0
+	}
+	r.dirty = 0
 }
 
 // Recv fills pkts without blocking: first with what remains of the last
@@ -114,12 +132,7 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 // receive batch, and reports whether it got any.
 func (c *shardConn) receive(n int) (bool, error) {
 	r := &c.rx
-	for i := range n {
-		h := &r.hdrs[i].Hdr
-		h.Namelen = unix.SizeofSockaddrInet6
-		h.SetControllen(groCmsgSpace)
-		h.Flags = 0
-	}
+	r.reset()
 	got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
 	switch errno {
 	case 0:
@@ -130,7 +143,7 @@ func (c *shardConn) receive(n int) (bool, error) {
 		return false, os.NewSyscallError("recvmmsg", errno)
 	}
 	c.rxFull = int(got) == n // a full batch may have left more behind
-	r.got, r.msg, r.off = int(got), 0, 0
+	r.got, r.msg, r.off, r.dirty = int(got), 0, 0, int(got)
 	c.stats.RxCalls.Add(1)
 	if r.got > 0 {
 		r.startMessage(c)
