@@ -39,7 +39,7 @@ type rxState struct {
 	// flags) since they were last set; the others still hold their
 	// initial values, which a recvmmsg that found no datagram leaves alone.
 	dirty int
-	from          netip.AddrPort
+	from  netip.AddrPort
 }
 
 func (r *rxState) init(batch, size int) {
