@@ -60,6 +60,9 @@ func startLending(t *testing.T) (*Engine, *memConn, *lendHandler) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Stop() })
+	if !e.Lends(0) {
+		t.Fatal("a Lendable backend's shard does not lend")
+	}
 	return e, b.conns[0], h
 }
 
@@ -190,6 +193,9 @@ func TestAwaitNeedsALendableBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Stop()
+	if e.Lends(0) {
+		t.Fatal("Lends on a backend that is not Lendable")
+	}
 	for range 20 {
 		if e.Await(0, func() bool { return true }, time.Time{}) {
 			t.Fatal("Await on a backend that is not Lendable")

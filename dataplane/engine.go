@@ -216,6 +216,10 @@ func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 	}
 }
 
+// Lends reports whether shard i can lend its wait to Await at all: its
+// backend is Lendable and the shard not pinned.
+func (e *Engine) Lends(i int) bool { return e.turns[i].lendable }
+
 // Reclaim makes shard i's goroutine take its wait back now if it has lent
 // it and nobody holds it: for work that will wait for the shard other than
 // through Await (a stream opening).

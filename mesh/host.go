@@ -324,7 +324,7 @@ const awaitSlice = time.Millisecond
 // set meanwhile. It reports whether done did; if not, wait the usual way.
 func (sh *shard) await(ctx context.Context, done func() bool, led *atomic.Bool) bool {
 	e := sh.h.running.Load()
-	if e == nil || sh.waiting.Load() != 1 {
+	if e == nil || sh.waiting.Load() != 1 || !e.Lends(sh.idx) {
 		return false
 	}
 	until := time.Now().Add(awaitSlice)
