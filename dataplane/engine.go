@@ -110,8 +110,11 @@ const (
 
 // LendFor is how long a lent wait may stay unused before the shard's
 // goroutine takes it back. Datagrams that come while nobody holds it (a
-// caller between two calls, or done with its calls) wait up to twice that;
-// its handler's timers run that much late at most.
+// caller between two calls, or done with its calls) wait up to twice that,
+// and its handler's timers run that much late, in principle: Go's network
+// poller sleeps in whole milliseconds when nothing else runs, so it can be
+// a millisecond or two. A Handler that expects datagrams nobody waits for
+// (a server's calls) should not lend (Lender).
 const LendFor = 100 * time.Microsecond
 
 func (t *turnState) pokeShard() {

@@ -102,6 +102,7 @@ type Agent struct {
 	handlers atomic.Pointer[map[string]handler] // copied on write: read on every call
 
 	mu             sync.Mutex
+	serving        atomic.Bool // a handler of any kind is set (serves)
 	streamHandlers map[string]StreamHandlerFunc
 	eventHandlers  map[string]EventFunc
 	known          map[wire.UUID]wire.DiscoveredAgent // from Discover
@@ -195,13 +196,21 @@ func (a *Agent) setHandler(method string, h handler) {
 	h.method = method
 	hs[method] = h
 	a.handlers.Store(&hs)
+	a.serving.Store(true)
 }
+
+// serves reports whether the agent answers anything that comes unasked
+// (calls, streams, events): its shard then never lends its wait
+// (shard.MayLend), which would leave such messages unread until the shard
+// takes it back.
+func (a *Agent) serves() bool { return a.serving.Load() }
 
 // HandleStream serves streams opened to method.
 func (a *Agent) HandleStream(method string, fn StreamHandlerFunc) {
 	a.mu.Lock()
 	a.streamHandlers[method] = fn
 	a.mu.Unlock()
+	a.serving.Store(true)
 }
 
 // OnEvent receives events on topic (add the topic to Capabilities so the
@@ -210,6 +219,7 @@ func (a *Agent) OnEvent(topic string, fn EventFunc) {
 	a.mu.Lock()
 	a.eventHandlers[topic] = fn
 	a.mu.Unlock()
+	a.serving.Store(true)
 }
 
 // Start connects to the node and registers; it returns once registered.

@@ -300,8 +300,17 @@ func (sh *shard) kick() {
 
 // MayLend (dataplane.Lender): the shard lends its wait to a goroutine in
 // await only while nothing else waits for it: no request or dial, no
-// stream. The one that will borrow it is the next request.
-func (sh *shard) MayLend() bool { return sh.waiting.Load() == 0 && sh.streams.Load() == 0 }
+// stream; and never when its owner serves (an agent with handlers), since
+// calls and events to it come unasked, and while the wait is free they
+// would wait for the shard to take it back: up to a millisecond or two,
+// the network poller's timer resolution. The one that will borrow it is
+// the next request.
+func (sh *shard) MayLend() bool {
+	if s, ok := sh.owner.(interface{ serves() bool }); ok && s.serves() {
+		return false
+	}
+	return sh.waiting.Load() == 0 && sh.streams.Load() == 0
+}
 
 // reclaim has the shard's goroutine take its wait back if lent and unused
 // (a stream opened: its reader waits for the shard's goroutine).
