@@ -68,7 +68,7 @@ type shard struct {
 	owner events
 
 	woken   atomic.Bool  // a wake-up is on its way: later commands need no other
-	waiting atomic.Int32 // requests and dials waiting for the shard (caller.addPending, Dial)
+	waiting atomic.Int32 // callers with requests out, and dials, waiting for the shard (caller.addPending, Dial)
 	streams atomic.Int32 // streams of the agent on this shard (Agent.streamsChanged)
 	// Messages of the turn's receive batch handed to the owner, and those
 	// of them it kept on the shard's turn (inline calls, replies to the
@@ -327,6 +327,7 @@ const awaitSlice = time.Millisecond
 // await waits until done reports true (a request's reply came, a dial
 // completed) on the calling goroutine, running the shard's turns itself
 // (dataplane.Engine.Await) when it is the only request or dial waiting
+// (its caller checked it has no other request out; waiting is 1)
 // and the shard has lent its wait: the reply then wakes this goroutine
 // from the network poller, not through the shard's goroutine, which on a
 // machine with an idle CPU would wake another thread. led, if not nil, is
