@@ -30,16 +30,16 @@ type caller struct {
 
 // outCall is one request waiting for its reply.
 type outCall struct {
-	cl      *caller
-	failed  atomic.Bool // the request failed before a reply (ch is closed)
-	led     atomic.Bool // its caller runs the shard's turns (await): deliver readies no goroutine
-	doneFn  func() bool // done, made once
-	m       wire.Message
-	via     wire.UUID       // for route: the agent to send to directly; zero: the node
-	conn    *transport.Conn // what it went out on (shard goroutine only)
-	ch      chan wire.Message
-	buf     []byte // m.Payload's storage
-	runFn   func(time.Time)
+	cl     *caller
+	failed atomic.Bool // the request failed before a reply (ch is closed)
+	led    atomic.Bool // its caller runs the shard's turns (await): deliver readies no goroutine
+	doneFn func() bool // done, made once
+	m      wire.Message
+	via    wire.UUID       // for route: the agent to send to directly; zero: the node
+	conn   *transport.Conn // what it went out on (shard goroutine only)
+	ch     chan wire.Message
+	buf    []byte // m.Payload's storage
+	runFn  func(time.Time)
 }
 
 var outCallPool = sync.Pool{New: func() any {
