@@ -165,8 +165,9 @@ func (e *Engine) TryTurn(i int) bool {
 // itself, sparing the hand-over from the shard's goroutine, which on a
 // machine with an idle CPU costs the wake-up of another thread.
 //
-// done is called with the turn lock held, after each turn. A caller that
-// leaves others waiting for the shard should Wake it after Await returns.
+// done is called after each turn, with the turn lock held, and once
+// before the first wait. A caller that leaves others waiting for the shard
+// should Wake it after Await returns.
 func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 	t := &e.turns[i]
 	if !t.lendable {
@@ -181,6 +182,24 @@ func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 	ok := false
 	defer func() { e.release(t, !ok) }()
 	c := e.conns[i]
+	// The caller has just run a send turn (TryTurn), or the shard one
+	// before it lent its wait: unless a Wake came since, wait before
+	// turning (a turn with nothing to do costs a few hundred ns).
+	if !t.poked.Load() {
+		if ok = done(); ok {
+			return true
+		}
+		dl := until
+		if w := t.waitAt.Load(); w != 0 && (dl.IsZero() || w < dl.UnixNano()) {
+			dl = time.Unix(0, w)
+		}
+		if err := c.Wait(dl); err != nil {
+			if !e.stop.Load() {
+				e.fail(i, err)
+			}
+			return false
+		}
+	}
 	for {
 		t.mu.Lock()
 		if e.stop.Load() {
@@ -195,6 +214,11 @@ func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 			return ok
 		}
 		if ok {
+			if busy {
+				// More to receive or send: the shard's goroutine goes
+				// on at once (release pokes it).
+				t.poked.Store(true)
+			}
 			return true
 		}
 		if busy {
