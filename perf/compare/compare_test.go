@@ -184,6 +184,8 @@ func TestTargets(t *testing.T) {
 		{System: "nats", Workload: WConc(1), Payload: 1024, ReqPerS: f64(80)},
 		{System: "quic-long", Workload: WLatency, Payload: 1024, P50us: f64(12)},
 		{System: "quic-stream", Workload: WLatency, Payload: 1024, P50us: f64(60)},
+		{System: "udp", Workload: WLatency, Payload: 1024, P50us: f64(4)},
+		{System: "mxp-portable", Workload: WStream, Payload: TokenSize, TokensPerS: f64(3.5e6)},
 	}
 	var b strings.Builder
 	targets(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, index(rows), systemsIn(rows))
@@ -192,6 +194,9 @@ func TestTargets(t *testing.T) {
 		"| p50, ≤ NATS / 1.5 | nats 30.0 | ≤ 20.0 | 5.00 ✓ |",
 		"| req/s, 1 conn, ≥ 1.5× NATS | nats 80.0 | ≥ 120 | 100 ✗ |",
 		"| p50, ≤ quic-go / 3 | quic-long 12.0 | ≤ 4.00 | 5.00 ✗ |",
+		"| p50, ≤ 1.3× raw UDP | udp 4.00 | ≤ 5.20 | 5.00 ✓ |",
+		"| req/s, 64 callers, 1 conn, ≥ 300k | – | ≥ 300k | 100 ✗ |",
+		"| tokens/s, one stream, ≥ 3M | – | ≥ 3.00M | 3.50M ✓ |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in\n%s", want, out)

@@ -202,24 +202,34 @@ func note(r Row) string {
 	return strings.ReplaceAll(s, "|", "/")
 }
 
-// A target is one of issue 9's goals for MXP at 1 KiB: a ratio to a peer.
+// A target is one of the issues' goals for MXP: a ratio to a peer, or a
+// value of its own.
 type target struct {
 	what     string
 	workload string   // row workload
 	payload  int      // row payload
-	peers    []string // the best of these is the reference
+	peers    []string // the best of these is the reference (none: abs is)
 	factor   float64  // MXP must be factor× better than the best peer
 	lower    bool     // lower values are better (latency, setup)
+	abs      float64  // with no peers: the value to reach
+}
+
+// runtimeTargets are issue 8's: p50 against raw UDP in the same run, and
+// two absolute rates.
+var runtimeTargets = []target{
+	{what: "p50, ≤ 1.3× raw UDP", workload: WLatency, payload: 1024, peers: []string{"udp"}, factor: 1 / 1.3, lower: true},
+	{what: "req/s, 64 callers, 1 conn, ≥ 300k", workload: WConc(1), payload: 1024, abs: 300e3},
+	{what: "tokens/s, one stream, ≥ 3M", workload: WStream, payload: TokenSize, abs: 3e6},
 }
 
 var issueTargets = []target{
-	{"req/s, 1 conn, ≥ 3× quic-go", WConc(1), 1024, []string{"quic-stream", "quic-long", "quic-dgram"}, 3, false},
-	{"req/s, 1 conn, ≥ 2× gRPC bidi", WConc(1), 1024, []string{"grpc-tls-bidi"}, 2, false},
-	{"req/s, 1 conn, ≥ 1.5× NATS", WConc(1), 1024, []string{"nats"}, 1.5, false},
-	{"p50, ≤ quic-go / 3", WLatency, 1024, []string{"quic-stream", "quic-long", "quic-dgram"}, 3, true},
-	{"p50, ≤ gRPC bidi / 2", WLatency, 1024, []string{"grpc-tls-bidi"}, 2, true},
-	{"p50, ≤ NATS / 1.5", WLatency, 1024, []string{"nats"}, 1.5, true},
-	{"setup, ≤ 0.2× gRPC-TLS", WSetup, 64, []string{"grpc-tls"}, 5, true},
+	{"req/s, 1 conn, ≥ 3× quic-go", WConc(1), 1024, []string{"quic-stream", "quic-long", "quic-dgram"}, 3, false, 0},
+	{"req/s, 1 conn, ≥ 2× gRPC bidi", WConc(1), 1024, []string{"grpc-tls-bidi"}, 2, false, 0},
+	{"req/s, 1 conn, ≥ 1.5× NATS", WConc(1), 1024, []string{"nats"}, 1.5, false, 0},
+	{"p50, ≤ quic-go / 3", WLatency, 1024, []string{"quic-stream", "quic-long", "quic-dgram"}, 3, true, 0},
+	{"p50, ≤ gRPC bidi / 2", WLatency, 1024, []string{"grpc-tls-bidi"}, 2, true, 0},
+	{"p50, ≤ NATS / 1.5", WLatency, 1024, []string{"nats"}, 1.5, true, 0},
+	{"setup, ≤ 0.2× gRPC-TLS", WSetup, 64, []string{"grpc-tls"}, 5, true, 0},
 }
 
 func metric(r Row, workload string) *float64 {
@@ -228,11 +238,14 @@ func metric(r Row, workload string) *float64 {
 		return r.P50us
 	case WSetup:
 		return r.SetupUs
+	case WStream:
+		return r.TokensPerS
 	}
 	return r.ReqPerS
 }
 
-// targets writes the issue-9 check: each MXP system against each goal.
+// targets writes the issue-8 and issue-9 checks: each MXP system against
+// each goal.
 func targets(p func(string, ...any), ix map[rowKey]Row, systems []string) {
 	var mxp []string
 	for _, s := range systems {
@@ -245,8 +258,13 @@ func targets(p func(string, ...any), ix map[rowKey]Row, systems []string) {
 	if len(mxp) == 0 {
 		return
 	}
-	p("\n## MXP against the issue-9 targets (1 KiB; setup 64 B)\n\n")
-	p("| target | best peer | needed |")
+	targetTable(p, ix, mxp, "the issue-8 targets (1 KiB; tokens 16 B)", "reference", runtimeTargets)
+	targetTable(p, ix, mxp, "the issue-9 targets (1 KiB; setup 64 B)", "best peer", issueTargets)
+}
+
+func targetTable(p func(string, ...any), ix map[rowKey]Row, mxp []string, title, refColumn string, goals []target) {
+	p("\n## MXP against %s\n\n", title)
+	p("| target | %s | needed |", refColumn)
 	for _, s := range mxp {
 		p(" %s |", s)
 	}
@@ -255,7 +273,7 @@ func targets(p func(string, ...any), ix map[rowKey]Row, systems []string) {
 		p("--:|")
 	}
 	p("\n")
-	for _, t := range issueTargets {
+	for _, t := range goals {
 		var best *float64
 		bestName := ""
 		for _, peer := range t.peers {
@@ -264,16 +282,23 @@ func targets(p func(string, ...any), ix map[rowKey]Row, systems []string) {
 				best, bestName = v, peer
 			}
 		}
-		if best == nil {
+		var need float64
+		ref := "–"
+		switch {
+		case len(t.peers) == 0:
+			need = t.abs
+		case best == nil:
 			continue
+		case t.lower:
+			need, ref = *best/t.factor, bestName+" "+num(best)
+		default:
+			need, ref = *best*t.factor, bestName+" "+num(best)
 		}
-		need := *best * t.factor
 		sign := "≥"
 		if t.lower {
-			need = *best / t.factor
 			sign = "≤"
 		}
-		p("| %s | %s %s | %s %s |", t.what, bestName, num(best), sign, num(f64(need)))
+		p("| %s | %s | %s %s |", t.what, ref, sign, num(f64(need)))
 		for _, s := range mxp {
 			v := metric(ix[rowKey{s, t.workload, t.payload}], t.workload)
 			switch {
