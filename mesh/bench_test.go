@@ -71,59 +71,63 @@ func reportHostStats(b *testing.B, hosts []*host) func(calls int) {
 	}
 }
 
-// BenchmarkCalls64: 1 KiB calls from 64 goroutines of one agent to another
-// over one connection (through the node, or direct), with the packets,
-// system calls and parks per call of every host.
-func BenchmarkCalls64(b *testing.B) {
+// benchCalls runs body for each route (through the node, direct) and
+// method (goroutine handler, inline), with call making one 1 KiB call from
+// one agent to the other, and reports the packets, system calls, parks and
+// awaits per call of both hosts; body returns how many calls it made.
+func benchCalls(b *testing.B, body func(b *testing.B, call func() error) int) {
 	for _, route := range benchRoutes {
 		srv, cli := benchPair(b, route.direct)
 		hosts := []*host{srv.h, cli.h}
 		payload := make([]byte, 1024)
 		for _, method := range benchMethods {
 			b.Run(route.name+"/"+method, func(b *testing.B) {
+				call := func() error {
+					_, err := cli.Call(context.Background(), srv.ID(), method, payload)
+					return err
+				}
 				done := reportHostStats(b, hosts)
 				b.ReportAllocs()
-				var wg sync.WaitGroup
-				per := b.N/64 + 1
-				for range 64 {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for range per {
-							if _, err := cli.Call(context.Background(), srv.ID(), method, payload); err != nil {
-								b.Error(err)
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
+				n := body(b, call)
 				b.StopTimer()
-				done(per * 64)
+				done(n)
 			})
 		}
 	}
 }
 
-// BenchmarkCallSequential: 1 KiB calls one after another over one
-// connection (through the node, or direct).
-func BenchmarkCallSequential(b *testing.B) {
-	for _, route := range benchRoutes {
-		srv, cli := benchPair(b, route.direct)
-		hosts := []*host{srv.h, cli.h}
-		payload := make([]byte, 1024)
-		for _, method := range benchMethods {
-			b.Run(route.name+"/"+method, func(b *testing.B) {
-				done := reportHostStats(b, hosts)
-				b.ReportAllocs()
-				for range b.N {
-					if _, err := cli.Call(context.Background(), srv.ID(), method, payload); err != nil {
-						b.Fatal(err)
+// BenchmarkCalls64: 1 KiB calls from 64 goroutines of one agent to another
+// over one connection.
+func BenchmarkCalls64(b *testing.B) {
+	benchCalls(b, func(b *testing.B, call func() error) int {
+		var wg sync.WaitGroup
+		per := b.N/64 + 1
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range per {
+					if err := call(); err != nil {
+						b.Error(err)
+						return
 					}
 				}
-				b.StopTimer()
-				done(b.N)
-			})
+			}()
 		}
-	}
+		wg.Wait()
+		return per * 64
+	})
+}
+
+// BenchmarkCallSequential: 1 KiB calls one after another over one
+// connection.
+func BenchmarkCallSequential(b *testing.B) {
+	benchCalls(b, func(b *testing.B, call func() error) int {
+		for range b.N {
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return b.N
+	})
 }
