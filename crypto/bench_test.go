@@ -147,10 +147,7 @@ func BenchmarkX25519(b *testing.B) {
 	id := mustIdentity(b, 1)
 	peer := mustIdentity(b, 2)
 	b.Run("op", func(b *testing.B) {
-		k, err := staticKey(&id)
-		if err != nil {
-			b.Fatal(err)
-		}
+		k := staticKey(&id)
 		cpu0 := processCPU()
 		defer func() { reportCPU(b, cpu0) }()
 		for i := 0; i < b.N; i++ {
@@ -382,10 +379,7 @@ func BenchmarkOverheadRatio(b *testing.B) {
 // core), so that both ran in sequence after all.
 func BenchmarkDHPair(b *testing.B) {
 	id, peer := mustIdentity(b, 1), mustIdentity(b, 2)
-	k, err := staticKey(&id)
-	if err != nil {
-		b.Fatal(err)
-	}
+	k := staticKey(&id)
 	for _, parallel := range []bool{false, true} {
 		name := "sequential"
 		if parallel {

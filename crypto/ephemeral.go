@@ -124,6 +124,8 @@ func (p *EphemeralPool) Fill() (int, error) {
 		case len(p.keys) < p.max:
 			p.keys = append(p.keys, k) // no longer wanted for the peer: a plain key
 			added++
+		default:
+			clear(k.priv[:]) // not wanted after all: its private key goes now
 		}
 		clear(dh)
 		p.mu.Unlock()
@@ -287,6 +289,8 @@ func (p *EphemeralPool) evict(st *peerStock) {
 	for i := range st.keys {
 		if len(p.keys) < p.max {
 			p.keys = append(p.keys, st.keys[i].k)
+		} else {
+			clear(st.keys[i].k.priv[:])
 		}
 		clear(st.keys[i].dh[:])
 		st.keys[i] = precomputedKey{}

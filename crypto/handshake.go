@@ -64,10 +64,10 @@ type Config struct {
 	// at once, one on a helper goroutine that lives only for that
 	// computation, when GOMAXPROCS > 1. The results are the same either
 	// way. It only pays when a core is idle: the helper must start within
-	// one scalar multiplication (~30 µs). On the shared 2-core test machine
-	// it almost never did (docs/crypto.md, "Cost"), so it is off by
-	// default; runPair also falls back to sequential by itself while
-	// helpers keep starting late.
+	// one scalar multiplication. On the shared 2-core test machine it
+	// almost never did (docs/crypto.md, "Cost"), so it is off by default;
+	// runPair also falls back to sequential by itself while helpers keep
+	// starting late.
 	ParallelDH bool
 }
 

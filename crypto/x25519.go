@@ -7,7 +7,6 @@ import (
 	circlx25519 "github.com/cloudflare/circl/dh/x25519"
 	"io"
 	"runtime"
-	"sync"
 	"sync/atomic"
 
 	"github.com/flynn/noise"
@@ -17,9 +16,10 @@ import (
 // which builds a crypto/ecdh private key (computing its public key, one
 // scalar multiplication) before the actual Diffie-Hellman (a second one):
 // every DH costs two scalar multiplications, a key generation too. The
-// handshakes here use handshakeDH instead, which keeps crypto/ecdh key
-// objects (the static key's made once, the ephemeral's at generation), so
-// that each DH is one scalar multiplication and a key generation is one.
+// handshakes here use handshakeDH instead, which keeps key pairs (the
+// static key's taken from the Identity, the ephemeral's made at
+// generation), so that each DH is one scalar multiplication and a key
+// generation is one.
 
 // x25519Ops counts the X25519 scalar multiplications this package performed.
 var x25519Ops atomic.Uint64
@@ -40,8 +40,8 @@ type x25519Key struct {
 func (k *x25519Key) Bytes() []byte { return append([]byte(nil), k.priv[:]...) }
 
 // newX25519Key makes a key pair from 32 private bytes: one scalar
-// multiplication (the public key), on CIRCL's fixed-base X25519 (13.6 µs
-// here against crypto/ecdh's 30.7).
+// multiplication (the public key), on CIRCL's fixed-base X25519
+// (BenchmarkX25519 compares it with crypto/ecdh's).
 func newX25519Key(priv []byte) (*x25519Key, error) {
 	if len(priv) != KeySize {
 		return nil, newError(KindInvalidArgument, "X25519 key", errors.New("not 32 bytes"))
@@ -77,9 +77,8 @@ var x25519Rounds, x25519PairsInline atomic.Uint64
 // An all-zero result (a low-order peer key) is an error.
 //
 // It runs on CIRCL's X25519 (constant-time assembly with MULX/ADX where the
-// CPU has them), which takes about half the time of crypto/ecdh's here:
-// 21.6 against 40.0 µs per multiplication. The results are the same
-// (RFC 7748; TestX25519MatchesStdlib).
+// CPU has them), faster than crypto/ecdh's (BenchmarkX25519). The results
+// are the same (RFC 7748; TestX25519MatchesStdlib).
 func x25519DH(k *x25519Key, peer []byte) ([]byte, error) {
 	if len(peer) != KeySize {
 		return nil, newError(KindInvalidArgument, "X25519 public key", errors.New("not 32 bytes"))
@@ -142,7 +141,7 @@ func runPair(a, b *dhJob, parallel bool) {
 	// The helper sits in this P's runnext slot, which idle Ps are slow to
 	// steal from (they wait for the running goroutine to yield); a second
 	// goroutine pushes it into the local run queue, where they take it at
-	// once. In measurements the helper started in time about twice as often.
+	// once, so the helper starts in time more often (BenchmarkDHPair).
 	go func() {}()
 	a.run()
 	if claimed.CompareAndSwap(false, true) {
@@ -184,43 +183,10 @@ func scorePair(late bool) {
 	}
 }
 
-// staticKeys holds the crypto/ecdh form of the static keys in use, so that
-// a handshake does not pay a scalar multiplication to rebuild it. It is
-// bounded: beyond staticKeysMax identities, keys are rebuilt per handshake
-// (one extra scalar multiplication, still correct).
-var staticKeys struct {
-	sync.Mutex
-	m map[PublicKey]*x25519Key
-}
-
-const staticKeysMax = 256
-
-// staticKey returns the crypto/ecdh key of id.
-func staticKey(id *Identity) (*x25519Key, error) {
-	staticKeys.Lock()
-	k := staticKeys.m[id.Public]
-	staticKeys.Unlock()
-	if k != nil && subtle.ConstantTimeCompare(k.Bytes(), id.Private[:]) == 1 {
-		return k, nil
-	}
-	k, err := newX25519Key(id.Private[:])
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(k.pub[:], id.Public[:]) {
-		// An inconsistent identity: use it as given (noise sends the
-		// configured public key), but do not cache it under that key.
-		return k, nil
-	}
-	staticKeys.Lock()
-	if staticKeys.m == nil {
-		staticKeys.m = map[PublicKey]*x25519Key{}
-	}
-	if len(staticKeys.m) < staticKeysMax {
-		staticKeys.m[id.Public] = k
-	}
-	staticKeys.Unlock()
-	return k, nil
+// staticKey returns id as a key pair, as given: a DH reads only the private
+// key, so nothing is computed (Noise sends the configured public key).
+func staticKey(id *Identity) *x25519Key {
+	return &x25519Key{priv: circlx25519.Key(id.Private), pub: circlx25519.Key(id.Public)}
 }
 
 // handshakeDH is the noise.DHFunc of one handshake (a handshake has one, so
@@ -237,7 +203,7 @@ func staticKey(id *Identity) (*x25519Key, error) {
 // bytes Noise computes with are the same either way.
 type handshakeDH struct {
 	id       *Identity
-	static   *x25519Key     // id.Private as a crypto/ecdh key
+	static   *x25519Key     // id as a key pair
 	eph      *x25519Key     // our ephemeral, once generated
 	ready    *x25519Key     // an ephemeral taken ahead, for GenerateKeypair
 	pool     *EphemeralPool // nil: generate ephemerals on the spot
@@ -257,11 +223,7 @@ type handshakeDH struct {
 }
 
 func newHandshakeDH(cfg *Config, peer func() []byte) (*handshakeDH, error) {
-	k, err := staticKey(&cfg.Identity)
-	if err != nil {
-		return nil, err
-	}
-	return &handshakeDH{id: &cfg.Identity, static: k, pool: cfg.Ephemerals, cache: cfg.StaticCache, peer: peer,
+	return &handshakeDH{id: &cfg.Identity, static: staticKey(&cfg.Identity), pool: cfg.Ephemerals, cache: cfg.StaticCache, peer: peer,
 		parallel: cfg.ParallelDH && runtime.GOMAXPROCS(0) > 1}, nil
 }
 
@@ -282,6 +244,20 @@ func (d *handshakeDH) fromPool(peer []byte) (k *x25519Key, dh []byte) {
 		d.refill = true
 	}
 	return k, dh
+}
+
+// ephemeral takes the handshake's ephemeral key pair from the pool, with
+// its DH with peer precomputed when the pool has one (peer nil: a plain
+// key), or generates one.
+func (d *handshakeDH) ephemeral(peer []byte, rng io.Reader) (k *x25519Key, dh []byte, err error) {
+	if d.pool != nil {
+		k, dh = d.fromPool(peer)
+	}
+	if k == nil {
+		x25519Rounds.Add(1)
+		k, err = generateX25519(rng)
+	}
+	return k, dh, err
 }
 
 // signalRefill sends the pool's Low signal the handshake's take held back.
@@ -354,17 +330,9 @@ func (d *handshakeDH) compute(jobs []dhJob, slot []int) {
 // of es and ss, the two in parallel when both are (a first contact).
 func (d *handshakeDH) prepareHello(peer PublicKey, rng io.Reader) error {
 	d.clearPre()
-	var k *x25519Key
-	var es []byte
-	if d.pool != nil {
-		k, es = d.fromPool(peer[:])
-	}
-	if k == nil {
-		x25519Rounds.Add(1)
-		var err error
-		if k, err = generateX25519(rng); err != nil {
-			return err
-		}
+	k, es, err := d.ephemeral(peer[:], rng)
+	if err != nil {
+		return err
 	}
 	d.ready = k
 	var jobs [2]dhJob
@@ -401,18 +369,10 @@ func (d *handshakeDH) prepareHello(peer PublicKey, rng io.Reader) error {
 // what is missing: ee = DH(e, re), and se in parallel with it.
 func (d *handshakeDH) prepareReply(re, rs []byte, rng io.Reader) error {
 	d.clearPre()
-	var k *x25519Key
-	var se []byte
 	peerOK := len(rs) == KeySize
-	if d.pool != nil {
-		k, se = d.fromPool(rs)
-	}
-	if k == nil {
-		x25519Rounds.Add(1)
-		var err error
-		if k, err = generateX25519(rng); err != nil {
-			return err
-		}
+	k, se, err := d.ephemeral(rs, rng)
+	if err != nil {
+		return err
 	}
 	d.ready = k
 	if len(re) != KeySize || !peerOK {
@@ -486,13 +446,9 @@ func (d *handshakeDH) commit() {
 func (d *handshakeDH) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
 	k := d.ready
 	d.ready = nil
-	if k == nil && d.pool != nil {
-		k, _ = d.fromPool(nil)
-	}
 	if k == nil {
-		x25519Rounds.Add(1)
 		var err error
-		if k, err = generateX25519(rng); err != nil {
+		if k, _, err = d.ephemeral(nil, rng); err != nil {
 			return noise.DHKey{}, err
 		}
 	}
@@ -507,8 +463,11 @@ func (d *handshakeDH) DHName() string { return noise.DH25519.DHName() }
 func (d *handshakeDH) DH(priv, pub []byte) ([]byte, error) {
 	var k *x25519Key
 	switch {
-	case d.eph != nil && subtle.ConstantTimeCompare(priv, d.eph.Bytes()) == 1:
+	case d.eph != nil && subtle.ConstantTimeCompare(priv, d.eph.priv[:]) == 1:
 		k = d.eph
+		if out, ok := d.usePre(k, pub); ok {
+			return out, nil
+		}
 	case subtle.ConstantTimeCompare(priv, d.id.Private[:]) == 1:
 		k = d.static
 		if out, ok := d.usePre(k, pub); ok {
@@ -524,9 +483,6 @@ func (d *handshakeDH) DH(priv, pub []byte) ([]byte, error) {
 		if k, err = newX25519Key(priv); err != nil {
 			return nil, err
 		}
-	}
-	if out, ok := d.usePre(k, pub); ok {
-		return out, nil
 	}
 	x25519Rounds.Add(1)
 	return x25519DH(k, pub)
