@@ -74,6 +74,10 @@ func (e *Engine) Conn(i int) ShardConn { return e.conns[i] }
 // whoever holds the shard's wait: its goroutine, or one in Await.
 func (e *Engine) Wake(i int) {
 	t := &e.turns[i]
+	if !t.lendable {
+		e.conns[i].Wake()
+		return
+	}
 	t.poked.Store(true) // before looking at the role: see release
 	e.conns[i].Wake()
 	if t.role.Load() == roleFree {
@@ -99,6 +103,8 @@ type turnState struct {
 	borrows   atomic.Int64  // Awaits that held the wait, so far
 	poke      chan struct{} // wakes the lending shard (pokeShard)
 	lendTimer *time.Timer   // wakes the lending shard to look whether its wait is still in use (the shard's goroutine only)
+
+	_ [64]byte // shards' turn states are written by different cores: keep them off each other's cache lines
 }
 
 // Roles of a shard's wait (turnState.role).
@@ -166,8 +172,9 @@ func (e *Engine) TryTurn(i int) bool {
 // machine with an idle CPU costs the wake-up of another thread.
 //
 // done is called after each turn, with the turn lock held, and once
-// before the first wait. A caller that leaves others waiting for the shard
-// should Wake it after Await returns.
+// before the first wait without it (so it must not need the lock: an
+// atomic, a channel's length). A caller that leaves others waiting for the
+// shard should Wake it after Await returns.
 func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 	t := &e.turns[i]
 	if !t.lendable {
@@ -181,6 +188,9 @@ func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 	}
 	ok := false
 	defer func() { e.release(t, !ok) }()
+	if e.stop.Load() {
+		return false // Stop may be closing the backend
+	}
 	c := e.conns[i]
 	// The caller has just run a send turn (TryTurn), or the shard one
 	// before it lent its wait: unless a Wake came since, wait before
@@ -387,8 +397,12 @@ func (e *Engine) runShard(i int) {
 				d = min(d, dl.Sub(now))
 			}
 			t.lendTimer.Reset(d)
+			select { // a poke left from before (a Wake as the wait came back) would end this loan at once
+			case <-t.poke:
+			default:
+			}
 			t.role.Store(roleFree)
-			if t.poked.Load() {
+			if t.poked.Load() { // a Wake since the turn: serve it
 				t.pokeShard()
 			}
 			continue
@@ -414,7 +428,9 @@ func mayLend(h Handler) bool {
 // the handler's deadline.
 func (e *Engine) turn(i int) (busy bool, dl, now time.Time, err error) {
 	c, h, t := e.conns[i], e.handlers[i], &e.turns[i]
-	t.poked.Store(false) // this turn serves the Wakes until now
+	if t.lendable {
+		t.poked.Store(false) // this turn serves the Wakes until now
+	}
 	now = time.Now()
 	n, err := c.Recv(t.rx)
 	if err != nil {
