@@ -21,6 +21,8 @@ type Parker struct {
 	ready func() (bool, error)
 	fn    func(uintptr) bool // read, made once: a closure per Park would allocate
 	err   error
+	parks *atomic.Uint64 // Park's counter, for read
+	reads int            // read calls in this Park
 
 	woken  atomic.Bool // a Wake came: the next or current Park returns
 	parked atomic.Bool // in the poller: a Wake must interrupt it
@@ -45,7 +47,7 @@ func (p *Parker) File() *os.File { return p.file }
 
 // Park waits until ready reports work, Wake is called, or the deadline
 // passes (zero: none), counting in parks each time it really parks (not
-// when a Wake came first). It returns ready's error, or the poller's.
+// when a Wake came first, nor when the read before parking found work). It returns ready's error, or the poller's.
 func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
 	p.file.SetReadDeadline(deadline)
 	p.parked.Store(true) // before looking at woken: a Wake after this interrupts the read
@@ -53,7 +55,7 @@ func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
 		p.parked.Store(false)
 		return nil // a Wake came before we parked
 	}
-	parks.Add(1)
+	p.parks, p.reads = parks, 0
 	err := p.raw.Read(p.fn)
 	p.parked.Store(false)
 	p.woken.Store(false)
@@ -68,12 +70,17 @@ func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
 }
 
 func (p *Parker) read(uintptr) bool {
+	p.reads++
 	work, err := p.ready()
 	if err != nil {
 		p.err = err
 		return true
 	}
-	return work || p.woken.Load()
+	done := work || p.woken.Load()
+	if !done && p.reads == 1 {
+		p.parks.Add(1) // the read before parking found nothing: Park blocks now
+	}
+	return done
 }
 
 // Wake makes the current Park return, or the next one. Any goroutine.
