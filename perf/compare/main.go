@@ -30,12 +30,12 @@ import (
 )
 
 func main() {
-	quick := flag.Bool("quick", false, "quick mode: smaller counts, 1 KiB throughput only, about 60 s")
+	quick := flag.Bool("quick", false, "quick mode: smaller counts, 1 KiB throughput only, within 45 s")
 	out := flag.String("out", "compare-out", "directory for compare.json, compare.md and the plots")
 	systems := flag.String("systems", "", "comma-separated systems to run (default all): "+strings.Join(systemNames(), ","))
 	maxRun := flag.Duration("max", 0, "bound on the whole run (default 45s quick, 8m full)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
-	tokens := flag.Int("tokens", 0, "tokens in the stream workload (default 200000 quick, 1000000 full)")
+	tokens := flag.Int("tokens", 0, fmt.Sprintf("tokens in the stream workload (default %d quick, %d full)", QuickConfig().Tokens, FullConfig().Tokens))
 	flag.Parse()
 
 	cfg, mode := FullConfig(), "full"
