@@ -72,7 +72,7 @@ func (oc *outCall) fail() {
 
 // done reports whether oc's reply came or it failed (await's condition).
 // The reply's send is not marked otherwise: an atomic store there, on a
-// line the caller's CPU owns, cost a few per cent of every call.
+// line the caller's CPU owns, costs every call a cache-line transfer.
 func (oc *outCall) done() bool { return len(oc.ch) > 0 || oc.failed.Load() }
 
 // addPending and dropPending keep the pending table (pmu held), and count

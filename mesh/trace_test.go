@@ -72,4 +72,7 @@ func TestHandlerCtx(t *testing.T) {
 	if !errors.Is(c.Err(), context.Canceled) {
 		t.Fatalf("err %v", c.Err())
 	}
+	if c.timer == nil || c.timer.Stop() {
+		t.Fatal("the deadline's timer was still armed after the handler returned")
+	}
 }
