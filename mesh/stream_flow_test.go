@@ -269,10 +269,10 @@ func TestStreamTokensDoNotAllocate(t *testing.T) {
 	per := testing.AllocsPerRun(10, run) / batch
 	t.Logf("%.4f allocations per token", per)
 	// What remains is not per token: a receive arena block per 1024
-	// tokens and the endpoint's list of connections with work, allocated
-	// again whenever it went idle (about one per 100 tokens here).
-	if per > 0.02 {
-		t.Fatalf("%.4f allocations per token, want none but the per-batch ones (≤ 0.02)", per)
+	// tokens (0.0010-0.0013 measured; the endpoint's list of connections
+	// with work is reused since it is kept across idle turns).
+	if per > 0.003 {
+		t.Fatalf("%.4f allocations per token, want none but the per-batch ones (≤ 0.003)", per)
 	}
 }
 
