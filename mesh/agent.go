@@ -199,11 +199,18 @@ func (a *Agent) setHandler(method string, h handler) {
 	a.serving.Store(true)
 }
 
-// serves reports whether the agent answers anything that comes unasked
-// (calls, streams, events): its shard then never lends its wait
-// (shard.MayLend), which would leave such messages unread until the shard
-// takes it back.
-func (a *Agent) serves() bool { return a.serving.Load() }
+// mayLend (events): an agent that answers anything that comes unasked
+// (calls, streams, events), or has a stream open, keeps its shard's wait
+// (shard.MayLend): such messages would stay unread until the shard took
+// it back.
+func (a *Agent) mayLend() bool {
+	if a.serving.Load() {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.streams) == 0
+}
 
 // HandleStream serves streams opened to method.
 func (a *Agent) HandleStream(method string, fn StreamHandlerFunc) {
@@ -401,17 +408,6 @@ func (a *Agent) failPending(err error) {
 	for id, s := range a.streams {
 		delete(a.streams, id)
 		s.fail(err)
-	}
-	a.streamsChanged()
-}
-
-// streamsChanged tells the shard how many streams the agent has (a.mu
-// held): while there are any, the shard does not lend its wait
-// (shard.MayLend), as their readers wait for it.
-func (a *Agent) streamsChanged() {
-	a.sh.streams.Store(int32(len(a.streams)))
-	if len(a.streams) > 0 {
-		a.sh.reclaim()
 	}
 }
 

@@ -168,8 +168,6 @@ func (c *Client) redial(now time.Time) error {
 	return nil
 }
 
-// Close closes the client's connection (the shared host stays); calls in
-// flight fail with ErrClosed.
 // setReady closes ready (once; on the shard) and ends the dial's wait.
 func (c *Client) setReady() {
 	select {
@@ -187,6 +185,8 @@ func (c *Client) dialed() {
 	}
 }
 
+// Close closes the client's connection (the shared host stays); calls in
+// flight fail with ErrClosed.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
@@ -259,6 +259,10 @@ func sharedClientHost(v4 bool) (*clientHost, error) {
 	*slot = ch
 	return ch, nil
 }
+
+// mayLend (events): a client host answers nothing unasked and has no
+// streams; only its requests and dials wait for its shard.
+func (ch *clientHost) mayLend() bool { return true }
 
 // onEvent implements events, on the shard goroutine.
 func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {

@@ -46,6 +46,9 @@ const loopbackDatagram = 16 << 10
 type events interface {
 	onMessage(sh *shard, c *transport.Conn, m *wire.Message)
 	onEvent(sh *shard, ev transport.Event)
+	// mayLend reports whether nothing of the owner's waits for the shard
+	// other than its requests (shard.MayLend); on the shard's goroutine.
+	mayLend() bool
 }
 
 // host is the dataplane engine with one transport endpoint per shard.
@@ -69,7 +72,6 @@ type shard struct {
 
 	woken   atomic.Bool  // a wake-up is on its way: later commands need no other
 	waiting atomic.Int32 // callers with requests out, and dials, waiting for the shard (caller.addPending, Dial)
-	streams atomic.Int32 // streams of the agent on this shard (Agent.streamsChanged)
 	// Messages of the turn's receive batch handed to the owner, and those
 	// of them it kept on the shard's turn (inline calls, replies to the
 	// goroutine in await): Receive yields only for the others.
@@ -299,18 +301,13 @@ func (sh *shard) kick() {
 }
 
 // MayLend (dataplane.Lender): the shard lends its wait to a goroutine in
-// await only while nothing else waits for it: no request or dial, no
-// stream; and never when its owner serves (an agent with handlers), since
-// calls and events to it come unasked, and while the wait is free they
-// would wait for the shard to take it back: up to a millisecond or two,
-// the network poller's timer resolution. The one that will borrow it is
-// the next request.
-func (sh *shard) MayLend() bool {
-	if s, ok := sh.owner.(interface{ serves() bool }); ok && s.serves() {
-		return false
-	}
-	return sh.waiting.Load() == 0 && sh.streams.Load() == 0
-}
+// await only while nothing else waits for it: no request or dial out, and
+// its owner agrees (an agent with no stream, serving nothing: calls and
+// events to a server come unasked, and while the wait is free they would
+// wait for the shard to take it back, up to a millisecond or two, the
+// network poller's timer resolution). The one that will borrow it is the
+// next request.
+func (sh *shard) MayLend() bool { return sh.waiting.Load() == 0 && sh.owner.mayLend() }
 
 // reclaim has the shard's goroutine take its wait back if lent and unused
 // (a stream opened: its reader waits for the shard's goroutine).

@@ -236,6 +236,10 @@ func forward(from, to *shard, c *transport.Conn, m *wire.Message) {
 	from.kickLater(to)
 }
 
+// mayLend (events): a node makes no requests, so no Await ever asks its
+// shards to lend; if one did, the calls it routes would wait.
+func (n *Node) mayLend() bool { return false }
+
 func (n *Node) onEvent(sh *shard, ev transport.Event) {
 	if ev.Kind != transport.EventClosed {
 		return

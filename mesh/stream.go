@@ -119,7 +119,7 @@ func (a *Agent) OpenStream(ctx context.Context, target wire.UUID, method string,
 	s := newStream(a, id, traceFor(ctx), true)
 	a.mu.Lock()
 	a.streams[id] = s
-	a.streamsChanged()
+	a.sh.reclaim() // its reader waits for the shard's goroutine (Agent.mayLend)
 	_, known := a.known[target]
 	direct := known && a.cfg.Direct
 	a.mu.Unlock()
@@ -343,7 +343,6 @@ func (a *Agent) forgetStream(s *Stream) {
 	a.mu.Lock()
 	if a.streams[s.id] == s {
 		delete(a.streams, s.id)
-		a.streamsChanged()
 	}
 	a.mu.Unlock()
 }
@@ -385,7 +384,6 @@ func (a *Agent) failStreamsOn(c *transport.Conn, err error) {
 			s.fail(err)
 		}
 	}
-	a.streamsChanged()
 }
 
 // publish hands the chunks received in this turn to Recv (shard goroutine).
@@ -440,7 +438,7 @@ func (a *Agent) onStreamMessage(sh *shard, c *transport.Conn, m *wire.Message) {
 		s = newStream(a, id, m.TraceID, false)
 		s.conn = c
 		a.streams[id] = s
-		a.streamsChanged()
+		a.sh.reclaim() // its reader waits for the shard's goroutine (Agent.mayLend)
 	}
 	a.mu.Unlock()
 	if s == nil {
