@@ -238,27 +238,12 @@ func (s *Stream) flush(time.Time) {
 // (which keeps the connection's order) when its send buffer is full or the
 // handshake still runs.
 func (s *Stream) transmit(b []byte) {
-	sh, c := s.a.sh, s.conn
+	c := s.conn
 	if c == nil || c.Err() != nil {
 		s.fail(ErrNotConnected)
 		return
 	}
-	if len(sh.backlog[c]) == 0 {
-		n, err := c.SendEncoded(classOf(wire.TypeStreamChunk), b)
-		b = b[n:]
-		if err != nil && err != transport.ErrWouldBlock && err != transport.ErrNotEstablished {
-			s.fail(ErrNotConnected)
-			return
-		}
-	}
-	for len(b) > 0 {
-		m, n, err := wire.DecodeMessage(b)
-		if err != nil {
-			panic("mesh: decoding our own stream message: " + err.Error())
-		}
-		sh.send(c, &m) // copies the payload
-		b = b[n:]
-	}
+	s.a.sh.sendEncoded(c, classOf(wire.TypeStreamChunk), b) // a close later fails the stream through its event
 }
 
 // Recv returns the next chunk; io.EOF once the peer closed its side, an
