@@ -4,7 +4,7 @@
 // The portable backend ranks above io_uring on measurement: in the agent
 // mesh (request/response with goroutine hand-offs, Go's network poller)
 // io_uring is at best level with it (direct calls) and behind through a
-// node (p50 ~43 against ~34 µs, docs/uring.md), and its raw packet-rate
+// node (docs/uring.md has the figures), and its raw packet-rate
 // lead needs a thread locked per shard (uring.Backend.ThreadPerShard), which
 // costs the mesh more than it gains. Name "uring" to use it.
 package backends

@@ -23,8 +23,9 @@ import (
 // belongs to the thread that submitted it, and its task work (the recvmsg
 // into a provided buffer) runs on that thread: with a goroutine that moves
 // between threads, a datagram woke that thread to run it, and then the
-// thread in the poller for the completion (3 to 10 context switches per
-// call through a node, where the poller on the socket has under 1). Instead
+// thread in the poller for the completion (several context switches per
+// call through a node, where the poller on the socket has under one;
+// docs/uring.md). Instead
 // each receive is a multishot RECVMSG with MSG_DONTWAIT: it takes every
 // datagram the socket holds into provided buffers and ends with EAGAIN, all
 // within the io_uring_enter that submitted it. Sends complete within their

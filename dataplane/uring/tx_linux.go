@@ -12,7 +12,6 @@ import (
 )
 
 const (
-	nameLen     = 28 // sockaddr_in6; a sockaddr_in uses the first 16 bytes
 	segCmsgLen  = cmsgHdrLen + 2
 	segCmsgArea = 24 // CMSG_SPACE(sizeof(uint16))
 )
@@ -63,7 +62,7 @@ func (t *txState) init(batch, size int) {
 		ch.slab = make([]byte, batch*size)
 		ch.hdrs = make([]unix.Msghdr, batch)
 		ch.iovs = make([]unix.Iovec, batch)
-		ch.names = make([]byte, batch*nameLen)
+		ch.names = make([]byte, batch*udpsock.NameLen)
 		ch.ctrl = make([]byte, batch*segCmsgArea)
 		ch.msgs = make([]int32, batch)
 		for m := range batch {
@@ -152,7 +151,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	pkts = pkts[:min(len(pkts), t.batch)]
 	submitted, dropped, m := 0, 0, 0
 	for i := 0; i < len(pkts); {
-		nl, ok := udpsock.PutName(ch.names[m*nameLen:(m+1)*nameLen], pkts[i].Addr, c.v6)
+		nl, ok := udpsock.PutName(ch.names[m*udpsock.NameLen:(m+1)*udpsock.NameLen], pkts[i].Addr, c.v6)
 		if !ok || len(pkts[i].Buf) > c.maxDgram {
 			dropped++
 			i++
@@ -175,7 +174,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 			}
 		}
 		h := &ch.hdrs[m]
-		*h = unix.Msghdr{Name: &ch.names[m*nameLen], Namelen: nl, Iov: &ch.iovs[i]}
+		*h = unix.Msghdr{Name: &ch.names[m*udpsock.NameLen], Namelen: nl, Iov: &ch.iovs[i]}
 		h.SetIovlen(end - i)
 		if end-i > 1 {
 			off := m * segCmsgArea

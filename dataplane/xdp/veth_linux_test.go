@@ -11,6 +11,7 @@ import (
 
 	"github.com/mxp-dataplane/mxp/bpf"
 	"github.com/mxp-dataplane/mxp/dataplane"
+	"github.com/mxp-dataplane/mxp/dataplane/dptest"
 	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/testnet"
 )
@@ -200,19 +201,6 @@ type pingResult struct {
 func pingPong(t *testing.T, a, b *testnet.Host, srvAddr, cliAddr netip.Addr, shards, size, perShard int, cidOf func(shard, seq int) (byte, bool)) pingResult {
 	t.Helper()
 	return pingPongWith(t, &inNetns{host: b}, &inNetns{host: a}, srvAddr, cliAddr, shards, size, perShard, cidOf)
-}
-
-// nsBackend opens any backend inside a test host's namespace.
-type nsBackend struct {
-	dataplane.Backend
-	host *testnet.Host
-}
-
-func (b *nsBackend) Open(cfg dataplane.Config) (conns []dataplane.ShardConn, err error) {
-	if e := b.host.Do(func() error { conns, err = b.Backend.Open(cfg); return err }); e != nil && err == nil {
-		err = e
-	}
-	return conns, err
 }
 
 // pingPongWith is pingPong with the server on srvB (an xdp backend) and the
@@ -465,7 +453,7 @@ func TestGenericModeGSOSender(t *testing.T) {
 		}
 		return n
 	}}
-	cliB := &nsBackend{Backend: &portable.Backend{}, host: a}
+	cliB := &dptest.InNetns{Backend: &portable.Backend{}, Host: a}
 	cli, err := dataplane.Start(cliB, dataplane.Config{Addr: netip.AddrPortFrom(a.IPv4, 0), MaxDatagram: size}, func(int) dataplane.Handler { return src })
 	if err != nil {
 		t.Fatal(err)
@@ -650,7 +638,7 @@ func TestJumboMTU(t *testing.T) {
 	t.Cleanup(func() { topo.Close() })
 	a, b := topo.Hosts[0], topo.Hosts[1]
 	srv := &inNetns{host: b}
-	cli := &nsBackend{Backend: &portable.Backend{}, host: a}
+	cli := &dptest.InNetns{Backend: &portable.Backend{}, Host: a}
 	r := pingPongWith(t, srv, cli, b.IPv4, a.IPv4, 1, 6000, 500, func(int, int) (byte, bool) { return 0, false })
 	ex := r.serverExtra[0]
 	t.Logf("jumbo: features %+v, program %+v, socket rx %d tx %d", r.serverFeatures, ex.Program, ex.SocketRx, ex.SocketTx)
