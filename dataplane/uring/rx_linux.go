@@ -78,7 +78,6 @@ type rxState struct {
 
 	armed    bool    // the multishot request is in flight
 	drain    bool    // requests drain the socket without waiting (MSG_DONTWAIT), for the poller
-	empty    bool    // the last drain ended with EAGAIN: the socket was empty
 	arms     int     // times the request was submitted
 	provided int     // buffers in the kernel's ring
 	lastErr  int32   // the errno that last ended the request
@@ -156,7 +155,7 @@ func (r *rxState) complete(cqe *ring.CQE) {
 		if cqe.Res < 0 {
 			r.lastErr = -cqe.Res
 			if r.drain && r.lastErr == int32(unix.EAGAIN) {
-				r.empty = true
+				// the drain emptied the socket: nothing to count
 			} else if r.lastErr == int32(unix.ENOBUFS) {
 				r.enobufs++
 			} else {

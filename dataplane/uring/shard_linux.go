@@ -65,6 +65,7 @@ type shardConn struct {
 	wakePending atomic.Bool  // an eventfd write not yet seen by the shard
 	wakeBuf     [8]byte
 	wakeArmed   bool
+	woke        bool // a wake completion was reaped: the next Wait returns (ThreadPerShard)
 
 	// Network-poller mode (the default): the shard is not tied to a thread
 	// and parks in Go's network poller on a duplicate of its socket (see
@@ -171,6 +172,9 @@ func (c *shardConn) reap() {
 			case udWake:
 				c.wakeArmed = false
 				c.wakePending.Store(false)
+				// A Wake between the eventfd's read and this saw a write
+				// pending and skipped its own: the next Wait returns.
+				c.woke = true
 			}
 		}
 		r.CQAdvance(n)
@@ -194,7 +198,6 @@ func (c *shardConn) arm() error {
 		ring.PrepRecvmsgMultishot(sqe, fileSocket, true, &r.msg, bufGroup, udRecv)
 		if r.drain {
 			sqe.OpFlags = unix.MSG_DONTWAIT
-			r.empty = false
 		}
 		r.armed = true
 		r.arms++
@@ -239,6 +242,10 @@ func (c *shardConn) submit() error {
 func (c *shardConn) Wait(deadline time.Time) error {
 	c.reap()
 	if c.rx.ready() {
+		return nil
+	}
+	if c.woke {
+		c.woke = false
 		return nil
 	}
 	if c.park != nil {
