@@ -197,6 +197,23 @@ func (s Stats) Add(o Stats) Stats {
 	return s
 }
 
+// Sub returns s minus o, field by field: the counts between two readings.
+func (s Stats) Sub(o Stats) Stats {
+	s.RxPackets -= o.RxPackets
+	s.RxBytes -= o.RxBytes
+	s.RxCalls -= o.RxCalls
+	s.RxGROSplits -= o.RxGROSplits
+	s.RxDropped -= o.RxDropped
+	s.TxPackets -= o.TxPackets
+	s.TxBytes -= o.TxBytes
+	s.TxCalls -= o.TxCalls
+	s.TxGSOSends -= o.TxGSOSends
+	s.TxDropped -= o.TxDropped
+	s.Wakeups -= o.Wakeups
+	s.Borrows -= o.Borrows
+	return s
+}
+
 // ErrUnavailable wraps every reason a backend cannot run here (kernel too old,
 // feature disabled, missing capability), so that backend selection can fall
 // back and say why.

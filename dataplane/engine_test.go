@@ -308,3 +308,15 @@ func TestSelect(t *testing.T) {
 		t.Errorf("nothing available: %v", err)
 	}
 }
+
+// Sub undoes Add, field by field (a field left out of either would show).
+func TestStatsAddSub(t *testing.T) {
+	s := Stats{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	o := Stats{100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200}
+	if got := s.Add(o).Sub(o); got != s {
+		t.Fatalf("s + o - o = %+v, want %+v", got, s)
+	}
+	if got := s.Add(o).Sub(s); got != o {
+		t.Fatalf("s + o - s = %+v, want %+v", got, o)
+	}
+}

@@ -39,14 +39,14 @@ func TestSequentialCallsBorrowTheWait(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		b0 := a.h.engine.Stats().Borrows
+		b0 := a.h.engine().Stats().Borrows
 		for i := range n {
 			out, err := a.Call(ctx, srv.ID(), "echo", body)
 			if err != nil || string(out) != string(body) {
 				t.Fatalf("%s: call %d: %q %v", a.cfg.Name, i, out, err)
 			}
 		}
-		return a.h.engine.Stats().Borrows - b0
+		return a.h.engine().Stats().Borrows - b0
 	}
 	if b := calls(caller); b < n/2 {
 		t.Errorf("%d of %d sequential calls of an agent that only calls waited by running the shard's turns, want most", b, n)

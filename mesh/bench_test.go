@@ -47,20 +47,15 @@ var benchMethods = []string{"echo", "echo-inline"}
 // parks; the function it returns reports them per call (and calls/s) for
 // the calls made since.
 func reportHostStats(b *testing.B, hosts []*host) func(calls int) {
-	s0 := make([]dataplane.Stats, len(hosts))
-	for i, h := range hosts {
-		s0[i] = h.engine.Stats()
-	}
-	return func(calls int) {
-		var d dataplane.Stats
-		for i, h := range hosts {
-			s1 := h.engine.Stats()
-			d.TxPackets += s1.TxPackets - s0[i].TxPackets
-			d.TxCalls += s1.TxCalls - s0[i].TxCalls
-			d.RxCalls += s1.RxCalls - s0[i].RxCalls
-			d.Wakeups += s1.Wakeups - s0[i].Wakeups
-			d.Borrows += s1.Borrows - s0[i].Borrows
+	sum := func() (s dataplane.Stats) {
+		for _, h := range hosts {
+			s = s.Add(h.engine().Stats())
 		}
+		return s
+	}
+	s0 := sum()
+	return func(calls int) {
+		d := sum().Sub(s0)
 		n := float64(calls)
 		b.ReportMetric(n/b.Elapsed().Seconds(), "calls/s")
 		b.ReportMetric(float64(d.TxPackets)/n, "agent-txpkts/call")

@@ -56,8 +56,7 @@ type host struct {
 	pool      *crypto.EphemeralPool // ephemeral keys made ahead for the shards' handshakes
 	done      chan struct{}         // closed by stop
 	stopOnce  sync.Once
-	engine    *dataplane.Engine
-	running   atomic.Pointer[dataplane.Engine] // engine, for shard threads that start before Start returns
+	running   atomic.Pointer[dataplane.Engine] // set once the engine started: shard threads may run before Start returns
 	shards    []*shard
 	selection dataplane.Selection
 }
@@ -236,7 +235,6 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 		e.Stop()
 		return nil, setupErr
 	}
-	h.engine = e
 	h.running.Store(e)
 	go h.refill()
 	return h, nil
@@ -257,11 +255,14 @@ func (h *host) refill() {
 }
 
 // Addr is the bound UDP address.
-func (h *host) Addr() netip.AddrPort { return h.engine.Conn(0).LocalAddr() }
+// engine is the host's dataplane engine (once startHost returned).
+func (h *host) engine() *dataplane.Engine { return h.running.Load() }
+
+func (h *host) Addr() netip.AddrPort { return h.engine().Conn(0).LocalAddr() }
 
 func (h *host) stop() error {
 	h.stopOnce.Do(func() { close(h.done) })
-	return h.engine.Stop()
+	return h.engine().Stop()
 }
 
 // do runs fn on the shard's behalf soon: on the calling goroutine when the

@@ -98,7 +98,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.evicted, st.Evicted.Load())
 	for i, sh := range n.h.shards {
 		s := strconv.Itoa(i)
-		var ds dataplane.Stats = n.h.engine.Conn(i).Stats()
+		var ds dataplane.Stats = n.h.engine().Conn(i).Stats()
 		c(m.dpPackets, ds.RxPackets, s, "rx")
 		c(m.dpPackets, ds.TxPackets, s, "tx")
 		c(m.dpBytes, ds.RxBytes, s, "rx")
