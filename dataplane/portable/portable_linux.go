@@ -142,11 +142,9 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shar
 		return nil, err
 	}
 	c = &shardConn{fd: sock.FD, wakeFD: -1, v6: sock.V6, maxDgram: cfg.MaxDatagram, local: sock.Local, gso: sock.GSO, gro: sock.GRO}
-	if netpoll {
-		c.busyPoll = cfg.BusyPoll
-	}
 	c.features = Features{GSO: sock.GSO, GRO: sock.GRO, RecvBuffer: sock.RecvBuffer, SendBuffer: sock.SendBuffer}
 	if netpoll {
+		c.busyPoll = cfg.BusyPoll
 		// The os.File owns the descriptor from now on (Close closes it).
 		f := os.NewFile(uintptr(sock.FD), "mxp-udp")
 		if c.park, err = netpark.New(f, c.pollRead); err != nil {
