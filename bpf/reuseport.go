@@ -121,26 +121,14 @@ func classifyLoadError(err error) error {
 	return err
 }
 
-// Capability bits, from linux/capability.h.
-const (
-	capNetAdmin = 12
-	capSysAdmin = 21
-	capBPF      = 39
-)
-
 // hasBPFCaps tells whether the effective capabilities suffice to load the
 // program and create its maps.
 func hasBPFCaps() bool {
-	eff, err := effectiveCaps()
-	if err != nil {
+	if _, err := caps.Effective(); err != nil {
 		return os.Geteuid() == 0
 	}
-	has := func(c uint) bool { return eff&(1<<c) != 0 }
-	return has(capSysAdmin) || has(capBPF) && has(capNetAdmin)
+	return caps.Has(caps.SysAdmin) || caps.Has(caps.BPF, caps.NetAdmin)
 }
-
-// effectiveCaps is the effective capability set (bit n = capability n).
-func effectiveCaps() (uint64, error) { return caps.Effective() }
 
 // NumShards returns the shard count the program was loaded for.
 func (r *Reuseport) NumShards() int { return r.nShards }

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"github.com/mxp-dataplane/mxp/internal/caps"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -154,12 +155,10 @@ func CheckXDP() error {
 // hasNetAdminAndBPF: attaching XDP needs CAP_NET_ADMIN, loading needs
 // CAP_BPF (or CAP_SYS_ADMIN).
 func hasNetAdminAndBPF() bool {
-	eff, err := effectiveCaps()
-	if err != nil {
+	if _, err := caps.Effective(); err != nil {
 		return os.Geteuid() == 0
 	}
-	has := func(c uint) bool { return eff&(1<<c) != 0 }
-	return has(capNetAdmin) && (has(capBPF) || has(capSysAdmin))
+	return caps.Has(caps.NetAdmin) && (caps.Has(caps.BPF) || caps.Has(caps.SysAdmin))
 }
 
 // LoadXDP loads the steering program into the kernel. Nothing is attached

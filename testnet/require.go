@@ -32,12 +32,6 @@ func (e *UnavailableError) Error() string {
 
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
-// Capability bits, from linux/capability.h.
-const (
-	capNetAdmin = 12
-	capSysAdmin = 21
-)
-
 var (
 	probeOnce sync.Once
 	probeErr  error
@@ -56,14 +50,14 @@ func probe() error {
 	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
 		return &UnavailableError{Missing: "network namespace support in the kernel (CONFIG_NET_NS)", Err: err}
 	}
-	eff, err := effectiveCaps()
+	eff, err := caps.Effective()
 	if err != nil {
-		return &UnavailableError{Missing: "readable /proc/self/status (to check capabilities)", Err: err}
+		return &UnavailableError{Missing: "a readable capability set (capget)", Err: err}
 	}
-	if eff&(1<<capNetAdmin) == 0 {
+	if eff&(1<<caps.NetAdmin) == 0 {
 		return &UnavailableError{Missing: fmt.Sprintf("CAP_NET_ADMIN: run as root (uid %d has not got it)", os.Geteuid())}
 	}
-	if eff&(1<<capSysAdmin) == 0 {
+	if eff&(1<<caps.SysAdmin) == 0 {
 		return &UnavailableError{Missing: fmt.Sprintf("CAP_SYS_ADMIN, to create and enter namespaces: run as root (uid %d has not got it)", os.Geteuid())}
 	}
 	name := fmt.Sprintf("testnetprobe-%d-%d", os.Getpid(), topoSeq.Add(1))
@@ -92,9 +86,6 @@ func probe() error {
 	}
 	return nil
 }
-
-// effectiveCaps is the effective capability set (bit n = capability n).
-func effectiveCaps() (uint64, error) { return caps.Effective() }
 
 // Require skips the test, saying what is missing, unless Probe succeeds.
 func Require(t testing.TB) {

@@ -194,33 +194,25 @@ func unavailable(feature, format string, args ...any) error {
 	return &dataplane.UnavailableError{Backend: "xdp", Feature: feature, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Capability bits, from linux/capability.h.
-const (
-	capNetAdmin = 12
-	capNetRaw   = 13
-	capSysAdmin = 21
-	capBPF      = 39
-)
-
 // Probe checks that this process and kernel can run the backend: CAP_NET_ADMIN
 // and CAP_NET_RAW, CAP_BPF (or CAP_SYS_ADMIN), AF_XDP sockets, XDP programs
 // and XSKMAP maps; and, when cfg.Addr is set, that a non-loopback
 // interface of this network namespace holds it, with at least cfg.Shards RX
 // queues and no other program's XDP attached.
 func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
-	eff, err := effectiveCaps()
+	eff, err := caps.Effective()
 	if err != nil {
 		return nil, unavailable("capabilities", "cannot read them: %v", err)
 	}
 	for _, c := range []struct {
 		bit  uint
 		name string
-	}{{capNetAdmin, "CAP_NET_ADMIN"}, {capNetRaw, "CAP_NET_RAW"}} {
+	}{{caps.NetAdmin, "CAP_NET_ADMIN"}, {caps.NetRaw, "CAP_NET_RAW"}} {
 		if eff&(1<<c.bit) == 0 {
 			return nil, unavailable(c.name, "run as root or grant %s (uid %d has not got it)", c.name, os.Geteuid())
 		}
 	}
-	if eff&(1<<capBPF) == 0 && eff&(1<<capSysAdmin) == 0 {
+	if eff&(1<<caps.BPF) == 0 && eff&(1<<caps.SysAdmin) == 0 {
 		return nil, unavailable("CAP_BPF", "run as root or grant CAP_BPF (CAP_SYS_ADMIN before Linux 5.8)")
 	}
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
@@ -257,9 +249,6 @@ func Probe(cfg dataplane.Config) (dataplane.Backend, error) {
 	}
 	return &Backend{}, nil
 }
-
-// effectiveCaps is the effective capability set (bit n = capability n).
-func effectiveCaps() (uint64, error) { return caps.Effective() }
 
 // findInterface returns the link that holds addr, or for an unspecified
 // address the only up, non-loopback link with an address of its family.

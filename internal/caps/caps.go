@@ -5,6 +5,7 @@ package caps
 // Capabilities this project checks for (linux/capability.h).
 const (
 	NetAdmin = 12 // CAP_NET_ADMIN
+	NetRaw   = 13 // CAP_NET_RAW
 	SysAdmin = 21 // CAP_SYS_ADMIN
 	BPF      = 39 // CAP_BPF (Linux 5.8+)
 )
