@@ -104,3 +104,21 @@ func RequireExec(t testing.TB) {
 		t.Skipf("skipping: needs iproute2's ip command for Host.Exec (apt-get install iproute2; scripts/deps.sh does it as root): %v", err)
 	}
 }
+
+// NewT builds a topology for a test: it skips the test (Require) where
+// topologies cannot be built, fails it if building fails, and closes the
+// topology when the test ends.
+func NewT(t testing.TB, cfg Config) *Topology {
+	t.Helper()
+	Require(t)
+	topo, err := New(cfg)
+	if err != nil {
+		t.Fatalf("testnet.New(%+v): %v", cfg, err)
+	}
+	t.Cleanup(func() {
+		if err := topo.Close(); err != nil {
+			t.Errorf("topology close: %v", err)
+		}
+	})
+	return topo
+}

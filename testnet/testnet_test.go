@@ -29,20 +29,10 @@ func ipv6Available() bool {
 
 func newTopo(t *testing.T, cfg Config) *Topology {
 	t.Helper()
-	Require(t)
 	if cfg.Prefix == "" {
 		cfg.Prefix = testPrefix
 	}
-	topo, err := New(cfg)
-	if err != nil {
-		t.Fatalf("New(%+v): %v", cfg, err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return topo
+	return NewT(t, cfg)
 }
 
 // namespacesWithPrefix lists NetnsDir entries starting with p.

@@ -12,16 +12,7 @@ import (
 // Across a veth pair between two namespaces: every datagram arrives intact,
 // with the offloads on, and with them forced off.
 func TestAcrossVeth(t *testing.T) {
-	testnet.Require(t)
-	topo, err := testnet.New(testnet.Config{Prefix: "mxpport", IPv6: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Errorf("topology close: %v", err)
-		}
-	})
+	topo := testnet.NewT(t, testnet.Config{Prefix: "mxpport", IPv6: true})
 	a, b := topo.Hosts[0], topo.Hosts[1]
 	off := dataplane.Config{DisableGSO: true, DisableGRO: true}
 	for _, c := range []struct {

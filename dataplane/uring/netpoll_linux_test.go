@@ -286,15 +286,7 @@ func TestParkedWithSendsInFlight(t *testing.T) {
 	if _, err := exec.LookPath("tc"); err != nil {
 		t.Skip("tc not installed")
 	}
-	topo, err := testnet.New(testnet.Config{Prefix: "mxpuringtx"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Errorf("topology close: %v", err)
-		}
-	})
+	topo := testnet.NewT(t, testnet.Config{Prefix: "mxpuringtx"})
 	a, b := topo.Hosts[0], topo.Hosts[1]
 	if out, err := a.Exec(context.Background(), "tc", "qdisc", "add", "dev", a.Link, "root", "tbf", "rate", "20mbit", "burst", "15000", "limit", "10000000"); err != nil {
 		t.Skipf("tbf qdisc: %v: %s", err, out)

@@ -16,15 +16,7 @@ import (
 func TestAcrossVeth(t *testing.T) {
 	testnet.Require(t)
 	requireURing(t)
-	topo, err := testnet.New(testnet.Config{Prefix: "mxpuring", IPv6: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Errorf("topology close: %v", err)
-		}
-	})
+	topo := testnet.NewT(t, testnet.Config{Prefix: "mxpuring", IPv6: true})
 	a, b := topo.Hosts[0], topo.Hosts[1]
 	off := dataplane.Config{DisableGSO: true, DisableGRO: true}
 	for _, c := range []struct {

@@ -41,15 +41,7 @@ func requireXDP(t *testing.T) {
 
 func topology(t *testing.T, prefix string, queues int, v6 bool) (a, b *testnet.Host) {
 	t.Helper()
-	topo, err := testnet.New(testnet.Config{Prefix: prefix, Queues: queues, IPv6: v6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := topo.Close(); err != nil {
-			t.Errorf("topology close: %v", err)
-		}
-	})
+	topo := testnet.NewT(t, testnet.Config{Prefix: prefix, Queues: queues, IPv6: v6})
 	return topo.Hosts[0], topo.Hosts[1]
 }
 
