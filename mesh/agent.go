@@ -260,20 +260,14 @@ func (a *Agent) Close() error {
 	if a.h == nil {
 		return nil
 	}
-	fin := make(chan struct{})
-	a.sh.do(func(now time.Time) {
+	a.sh.doWait(func(now time.Time) {
 		// Every connection: the node's, and the direct ones (ours to other
 		// agents, other agents' and clients' to us), so their peers fail
 		// what waits on them at once rather than at an idle timeout.
 		for _, c := range a.sh.ep.Conns() {
 			c.Close(transport.CodeNoError, "agent closing", now)
 		}
-		close(fin)
 	})
-	select {
-	case <-fin:
-	case <-time.After(time.Second):
-	}
 	time.Sleep(10 * time.Millisecond) // let the close frame leave
 	a.failPending(ErrClosed)
 	return a.h.stop()

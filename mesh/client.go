@@ -191,17 +191,11 @@ func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	done := make(chan struct{})
-	c.ch.sh.do(func(now time.Time) {
+	c.ch.sh.doWait(func(now time.Time) {
 		if c.conn != nil {
 			c.conn.Close(transport.CodeNoError, "client closing", now)
 		}
-		close(done)
 	})
-	select {
-	case <-done:
-	case <-time.After(time.Second):
-	}
 	c.failRequests()
 	return nil
 }

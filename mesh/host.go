@@ -274,6 +274,23 @@ func (sh *shard) do(fn func(now time.Time)) {
 	sh.kick()
 }
 
+// doWait runs fn on the shard (do) and waits for it to finish, for a
+// second at most (a shard that stopped never runs it); it reports whether
+// fn ran.
+func (sh *shard) doWait(fn func(now time.Time)) bool {
+	done := make(chan struct{})
+	sh.do(func(now time.Time) {
+		fn(now)
+		close(done)
+	})
+	select {
+	case <-done:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
+}
+
 // post runs fn on the shard's goroutine soon, waking it: for work that
 // comes in runs (a stream's chunks), which the shard then sends in batches
 // while the poster goes on.

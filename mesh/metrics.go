@@ -124,16 +124,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 // snapshot reads the shard's endpoint counters on its own goroutine.
 func (sh *shard) snapshot() (transport.EndpointStats, int, bool) {
-	type snap struct {
-		s transport.EndpointStats
-		n int
-	}
-	ch := make(chan snap, 1)
-	sh.do(func(time.Time) { ch <- snap{sh.ep.Stats(), sh.ep.Len()} })
-	select {
-	case s := <-ch:
-		return s.s, s.n, true
-	case <-time.After(time.Second):
+	var s transport.EndpointStats
+	var n int
+	if !sh.doWait(func(time.Time) { s, n = sh.ep.Stats(), sh.ep.Len() }) {
 		return transport.EndpointStats{}, 0, false
 	}
+	return s, n, true
 }
