@@ -274,6 +274,7 @@ func (n *Node) SetCapture(fn func(Captured)) {
 }
 
 func (n *Node) onMessage(sh *shard, c *transport.Conn, m *wire.Message) {
+	sh.kept++ // a node answers or forwards on its shards: no goroutine to yield to
 	n.msgCount[m.Type].Add(1)
 	if fn := n.capture.Load(); fn != nil {
 		enc, err := wire.AppendMessage(nil, m)
