@@ -622,11 +622,7 @@ func (a *Agent) Call(ctx context.Context, target wire.UUID, method string, body 
 	a.nCalls.Add(1)
 	via := wire.UUID{}
 	if a.cfg.Direct {
-		a.mu.Lock()
-		if _, ok := a.known[target]; ok {
-			via = target
-		}
-		a.mu.Unlock()
+		via = target // routeRequest goes through the node when target is not known (directTo)
 	}
 	return a.call(ctx, target, method, body, via)
 }
