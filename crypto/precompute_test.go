@@ -288,9 +288,12 @@ func TestHandshakeDHPrecomputedSlots(t *testing.T) {
 	}
 }
 
-// TestForgedReplyValuesNotReused: the ee and se an initiator computes ahead
-// for a forged ResponderHello (another ephemeral) are not used for the
-// genuine one, which completes with the keys of an undisturbed handshake.
+// TestForgedReplyValuesNotReused: after a forged ResponderHello (another
+// ephemeral) the genuine one completes with the keys of an undisturbed
+// handshake. Two things keep the values computed ahead for the forged one
+// out of it (prepareFinish recomputes both slots; usePre binds each value
+// to its key): this end-to-end test fails only when both break;
+// TestHandshakeDHPrecomputedSlots checks the binding alone.
 func TestForgedReplyValuesNotReused(t *testing.T) {
 	mallory := mustIdentity(t, 66)
 	run := func(forge bool) transcript {
