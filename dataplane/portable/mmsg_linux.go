@@ -130,19 +130,32 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 
 // receive runs one non-blocking recvmmsg of up to n messages into the
 // receive batch, and reports whether it got any.
+//
+// The first receive after one that found nothing asks for one message:
+// after an idle spell a datagram usually comes alone (a request, a
+// reply), and recvmmsg, having received it, would look for a second and
+// find nothing at the cost of another message header's copy and socket
+// lookup. Whatever else came stays for the next receive, which asks for
+// the whole batch: Wait reads before it parks, so it is not missed.
 func (c *shardConn) receive(n int) (bool, error) {
 	r := &c.rx
 	r.reset()
+	if c.rxIdle {
+		n = 1
+	}
 	got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
 	switch errno {
 	case 0:
 	case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
-		c.rxFull = false
+		c.rxFull, c.rxIdle = false, true
 		return false, nil
 	default:
 		return false, os.NewSyscallError("recvmmsg", errno)
 	}
-	c.rxFull = int(got) == n // a full batch may have left more behind
+	// A full batch may have left more behind; a one-message receive
+	// after an idle spell is left to Wait's read.
+	c.rxFull = int(got) == n && !c.rxIdle
+	c.rxIdle = false
 	r.got, r.msg, r.off, r.dirty = int(got), 0, 0, int(got)
 	c.stats.RxCalls.Add(1)
 	if r.got > 0 {

@@ -117,6 +117,7 @@ type shardConn struct {
 	park     *netpark.Parker
 	busyPoll time.Duration
 	rxFull   bool      // the last receive filled the batch: more may be waiting
+	rxIdle   bool      // the last receive found nothing: the next asks for one message
 	steering io.Closer // the steering program, held by shard 0
 
 	rx rxState
