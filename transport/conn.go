@@ -947,7 +947,9 @@ func (c *Conn) transmit(buf []byte, now time.Time) []byte {
 	case stateClosed, stateDraining:
 		return nil
 	case stateHandshake:
-		return c.transmitHandshake(buf, now)
+		if pkt := c.transmitHandshake(buf, now); pkt != nil || !c.halfRTT() {
+			return pkt
+		}
 	}
 	if c.finPkt != nil { // the initiator's key confirmation goes first
 		p := append(buf[:0], c.finPkt...)
@@ -955,6 +957,13 @@ func (c *Conn) transmit(buf []byte, now time.Time) []byte {
 		return p
 	}
 	maxPayload := min(c.maxDgram, cap(buf)) - crypto.PacketOverhead
+	if c.state == stateHandshake {
+		// 0.5-RTT: within what the unvalidated address may be sent.
+		maxPayload = min(maxPayload, c.halfRTTBudget()-crypto.PacketOverhead)
+		if maxPayload < minHalfRTTPayload {
+			return nil
+		}
+	}
 	p := buf[wire.PacketHeaderLen:wire.PacketHeaderLen]
 	if c.state == stateClosing {
 		if !c.control {
@@ -1174,12 +1183,44 @@ func (c *Conn) hasWork(now time.Time) bool {
 		if c.initiator {
 			return c.hsTries == 0 || c.hsSent != c.hsTries
 		}
-		return c.replyDue
+		if c.replyDue {
+			return true
+		}
+		if !c.halfRTT() || c.halfRTTBudget() < crypto.PacketOverhead+minHalfRTTPayload {
+			return false
+		}
 	}
 	if c.finPkt != nil || c.ackNow || (c.ackPending > 0 && !now.Before(c.ackAt)) {
 		return true
 	}
 	return c.control || c.pingDue || len(c.cryptoOut) > 0 || c.sched.Len() > 0
+}
+
+// halfRTT reports whether the connection may send 1-RTT packets while its
+// handshake runs: a responder that answered a hello whose 0-RTT data it
+// accepted (a resumption) may send its replies to that data right behind
+// its ResponderHello, before the initiator's Finish, within the
+// anti-amplification limit (three times what the unvalidated address
+// sent). Other responders wait for the Finish as before; initiators send
+// nothing but the hello until they have the keys.
+func (c *Conn) halfRTT() bool {
+	return c.state == stateHandshake && !c.initiator && c.session != nil && c.session.EarlyDataAccepted()
+}
+
+// halfRTTBudget is how many bytes 0.5-RTT packets may still take.
+func (c *Conn) halfRTTBudget() int {
+	return int(min(c.session.Amplification().Budget(), uint64(c.maxDgram)))
+}
+
+// minHalfRTTPayload is the least payload worth a 0.5-RTT packet.
+const minHalfRTTPayload = 64
+
+// EarlyDataAccepted reports, on an initiator that resumed with 0-RTT data
+// (Endpoint.DialResume), whether the responder accepted that data: once
+// the handshake completed (EventConnected), false means the data was not
+// delivered and must be sent again.
+func (c *Conn) EarlyDataAccepted() bool {
+	return c.session != nil && c.session.EarlyDataAccepted()
 }
 
 // transmitHandshake sends the initiator's hello (and its retransmissions)

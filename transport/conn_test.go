@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -247,5 +248,131 @@ func TestResumptionWithZeroRTT(t *testing.T) {
 	}
 	if n := earlyAt(forgetful); n != 1 {
 		t.Fatalf("control: a responder without the strike record delivered %d, want 1", n)
+	}
+}
+
+// ticketNet is a testNet whose responder issues tickets and accepts 0-RTT
+// data, after one full handshake that gave the initiator a ticket.
+func ticketNet(t *testing.T, seed uint64) (*testNet, *crypto.Ticket) {
+	t.Helper()
+	tn := newTestNet(t, seed, clean, clean, func(c *Config) {
+		keys, err := crypto.NewTicketKeys(c.Rand, netsim.Epoch, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Crypto.TicketKeys, c.Crypto.Strike = keys, crypto.NewStrikeRegister(100)
+	})
+	var ticket *crypto.Ticket
+	tn.a.onEvent = func(ev Event) {
+		if ev.Kind == EventTicket {
+			ticket = ev.Ticket
+		}
+	}
+	tn.dial()
+	if !tn.sim.RunUntil(func() bool { return ticket != nil }, 2*time.Second) {
+		t.Fatal("no ticket issued")
+	}
+	tn.a.onEvent = nil
+	return tn, ticket
+}
+
+// A responder that accepted 0-RTT data answers it right behind its
+// ResponderHello (0.5-RTT), before the initiator's Finish: with everything
+// the initiator sends after its hello lost, the answer still arrives. The
+// unvalidated address gets at most three times what it sent: a larger
+// answer stops at that limit and the rest follows once the initiator is
+// heard again.
+func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
+	for _, size := range []int{100, 8000} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			tn, ticket := ticketNet(t, 21)
+			var cb *Conn
+			var sendErr error
+			answer := bytes.Repeat([]byte{'a'}, size)
+			tn.b.onEvent = func(ev Event) {
+				if ev.Kind == EventEarlyData {
+					cb = ev.Conn
+					sendErr = cb.SendMessage(scheduler.Interactive, &wire.Message{Type: wire.TypeResponse, MessageID: 1, Payload: answer})
+				}
+			}
+			helloSent := false
+			tn.a.drop = func(d []byte) bool {
+				if !helloSent {
+					helloSent = true
+					return false
+				}
+				return true // the Finish and every acknowledgement: lost
+			}
+			ca, err := tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, ticket, []byte("early request"), tn.sim.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tn.sim.Wake(tn.a.addr)
+			got := func() bool {
+				for _, m := range tn.a.msgs {
+					if m.MessageID == 1 && bytes.Equal(m.Payload, answer) {
+						return true
+					}
+				}
+				return false
+			}
+			tn.sim.RunUntil(got, 300*time.Millisecond)
+			if cb == nil || sendErr != nil {
+				t.Fatalf("no 0-RTT data at the responder, or its answer refused: %v", sendErr)
+			}
+			if !ca.Established() || !ca.EarlyDataAccepted() {
+				t.Fatalf("initiator: established %v, 0-RTT accepted %v", ca.Established(), ca.EarlyDataAccepted())
+			}
+			if cb.Established() {
+				t.Fatal("the responder confirmed the handshake, though nothing after the hello reached it")
+			}
+			recv, sent := cb.session.Amplification().Counters()
+			if sent > 3*recv {
+				t.Fatalf("sent %d bytes to an unvalidated address that sent %d", sent, recv)
+			}
+			if size < 1000 && !got() {
+				t.Fatal("the 0.5-RTT answer did not arrive before the Finish")
+			}
+			if size > 3*int(recv) && got() {
+				t.Fatalf("an answer of %d bytes arrived whole past the limit (%d received)", size, recv)
+			}
+			tn.a.drop = nil // the initiator is heard again: the rest follows
+			if !tn.sim.RunUntil(func() bool { return got() && cb.Established() }, 10*time.Second) {
+				t.Fatalf("after the initiator is heard again: answer whole %v, responder confirmed %v", got(), cb.Established())
+			}
+		})
+	}
+}
+
+// Without accepted 0-RTT data the responder sends nothing but its
+// ResponderHello before the Finish.
+func TestNoHalfRTTWithoutEarlyData(t *testing.T) {
+	tn, _ := ticketNet(t, 22)
+	var cb *Conn
+	var sendErr error
+	tn.b.onEvent = func(ev Event) {}
+	helloSent := false
+	tn.a.drop = func(d []byte) bool {
+		if !helloSent {
+			helloSent = true
+			return false
+		}
+		return true
+	}
+	ca, err := tn.a.ep.Dial(tn.b.addr, tn.b.id.Public, tn.sim.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.sim.Wake(tn.a.addr)
+	tn.sim.RunUntil(func() bool { return tn.b.ep.conns[ca.cid] != nil }, time.Second)
+	if cb = tn.b.ep.conns[ca.cid]; cb == nil {
+		t.Fatal("no responder connection")
+	}
+	sendErr = cb.SendMessage(scheduler.Interactive, &wire.Message{Type: wire.TypeResponse, MessageID: 1, Payload: []byte("too early")})
+	if sendErr != ErrNotEstablished {
+		t.Fatalf("SendMessage before the Finish without 0-RTT data: %v, want ErrNotEstablished", sendErr)
+	}
+	if ca.EarlyDataAccepted() {
+		t.Fatal("EarlyDataAccepted without 0-RTT data")
 	}
 }

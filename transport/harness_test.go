@@ -45,6 +45,7 @@ type node struct {
 	dgrams     [][]byte
 	onEvent    func(Event)         // sees every event first
 	tap        func(d []byte)      // sees every datagram sent
+	drop       func(d []byte) bool // datagrams it reports are not sent (after tap)
 	source     map[*Stream]int64   // bytes still to write from an endless source
 	count      map[[2]uint64]int64 // bytes read per (connection ID, stream ID)
 	discard    bool                // count only, keep nothing
@@ -134,6 +135,9 @@ func (n *node) Transmit(now time.Time, out []netsim.Datagram) []netsim.Datagram 
 	for _, p := range n.pkts[:k] {
 		if n.tap != nil {
 			n.tap(p.Buf)
+		}
+		if n.drop != nil && n.drop(p.Buf) {
+			continue
 		}
 		out = append(out, netsim.Datagram{From: n.addr, To: p.Addr, Data: p.Buf})
 	}

@@ -102,7 +102,7 @@ func wholeMessages(b []byte) bool {
 // msgStream returns the connection's outgoing message stream of class,
 // opening it on first use.
 func (c *Conn) msgStream(class scheduler.Class) (*Stream, error) {
-	if c.state != stateEstablished {
+	if c.state != stateEstablished && !c.halfRTT() {
 		return nil, ErrNotEstablished
 	}
 	s := c.msgOut[class]
