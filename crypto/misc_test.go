@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -122,6 +124,56 @@ func TestTicketKeysRotateAutomatically(t *testing.T) {
 	}
 	if r.Use([16]byte{2}, t0.Add(time.Hour), t0.Add(3*time.Minute)) {
 		t.Fatal("replay accepted")
+	}
+}
+
+// The shards of a host share one TicketKeys and one StrikeRegister: tickets
+// sealed, opened and struck from several goroutines while the keys rotate
+// (run with -race) all open under the current or previous key, and each
+// ticket ID is taken exactly once.
+func TestTicketKeysAndStrikeShared(t *testing.T) {
+	tk, err := NewTicketKeys(nil, t0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strike := NewStrikeRegister(0)
+	const workers, each = 4, 200
+	var wg sync.WaitGroup
+	var taken atomic.Int64
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				c := ticketContents{suite: SuiteAES256GCM, issued: t0.Unix(), lifetime: 3600}
+				c.id[0], c.id[1], c.id[2] = byte(w), byte(i), byte(i>>8)
+				blob, err := tk.seal(&c, t0)
+				if err == nil {
+					_, err = tk.open(blob, t0)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				for range 2 { // the second Use of an ID must fail
+					if strike.Use(c.id, c.expires(), t0) {
+						taken.Add(1)
+					}
+				}
+				if i == each/2 && w == 0 {
+					tk.Rotate(t0) // once: every ticket stays under the current or previous key
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := taken.Load(); n != workers*each || strike.Len() != workers*each {
+		t.Fatalf("%d first uses, %d remembered; want %d each", n, strike.Len(), workers*each)
 	}
 }
 

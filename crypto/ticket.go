@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"io"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -46,8 +47,10 @@ type ticketKey struct {
 // TicketKeys is the responder's rotating ticket encryption key: tickets are
 // sealed under the current key and opened under the current or the previous
 // one, so a ticket dies at most two rotations after issue (and earlier if
-// its lifetime says so). It is not safe for concurrent use.
+// its lifetime says so). It is safe for concurrent use: the shards of one
+// host share it, since a resuming initiator may reach any of them.
 type TicketKeys struct {
+	mu       sync.Mutex
 	rng      io.Reader
 	every    time.Duration
 	cur      ticketKey
@@ -78,6 +81,12 @@ func NewTicketKeys(rng io.Reader, now time.Time, every time.Duration) (*TicketKe
 // Rotate makes a fresh current key; the old current key becomes the
 // previous one and the old previous key is forgotten.
 func (t *TicketKeys) Rotate(now time.Time) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rotate(now)
+}
+
+func (t *TicketKeys) rotate(now time.Time) error {
 	var k [32]byte
 	if _, err := io.ReadFull(t.rng, k[:]); err != nil {
 		return newError(KindInvalidArgument, "ticket key randomness", err)
@@ -98,7 +107,7 @@ func (t *TicketKeys) Lifetime() time.Duration { return t.every }
 
 func (t *TicketKeys) maybeRotate(now time.Time) error {
 	if now.Sub(t.cur.created) >= t.every {
-		return t.Rotate(now)
+		return t.rotate(now)
 	}
 	return nil
 }
@@ -113,6 +122,8 @@ type ticketContents struct {
 }
 
 func (t *TicketKeys) seal(c *ticketContents, now time.Time) ([]byte, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if err := t.maybeRotate(now); err != nil {
 		return nil, err
 	}
@@ -143,12 +154,15 @@ func (t *TicketKeys) open(blob []byte, now time.Time) (ticketContents, error) {
 	}
 	id := binary.LittleEndian.Uint32(blob)
 	var a cipher.AEAD
+	t.mu.Lock()
 	switch {
 	case id == t.cur.id:
 		a = t.cur.aead
 	case t.havePrev && id == t.prev.id:
 		a = t.prev.aead
-	default:
+	}
+	t.mu.Unlock()
+	if a == nil {
 		return c, newError(KindTicket, "unknown ticket key", nil)
 	}
 	var p [ticketPlainLen]byte
@@ -179,10 +193,11 @@ func (c *ticketContents) expires() time.Time {
 // StrikeRegister makes tickets single-use for 0-RTT: it remembers the ID of
 // every ticket whose 0-RTT data was accepted until that ticket expires. It is
 // bounded: when full of unexpired entries it refuses, and the responder
-// then rejects the 0-RTT data (the handshake still completes). It is not
-// safe for concurrent use. It must live as long as the TicketKeys it guards:
+// then rejects the 0-RTT data (the handshake still completes). It is safe
+// for concurrent use. It must live as long as the TicketKeys it guards:
 // a responder that loses its register must also drop its ticket keys.
 type StrikeRegister struct {
+	mu   sync.Mutex
 	max  int
 	used map[[16]byte]time.Time
 }
@@ -199,6 +214,8 @@ func NewStrikeRegister(max int) *StrikeRegister {
 // Use records id as used until expires. It returns true on first use and
 // false if id was already used, or if the register is full.
 func (r *StrikeRegister) Use(id [16]byte, expires, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if exp, ok := r.used[id]; ok && now.Before(exp) {
 		return false
 	}
@@ -217,4 +234,8 @@ func (r *StrikeRegister) Use(id [16]byte, expires, now time.Time) bool {
 }
 
 // Len returns the number of remembered tickets.
-func (r *StrikeRegister) Len() int { return len(r.used) }
+func (r *StrikeRegister) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.used)
+}
