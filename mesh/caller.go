@@ -33,6 +33,7 @@ type outCall struct {
 	cl     *caller
 	failed atomic.Bool // the request failed before a reply (ch is closed)
 	led    atomic.Bool // its caller runs the shard's turns (await): deliver readies no goroutine
+	early  bool        // route sent it as 0-RTT data in a handshake (shard goroutine only)
 	doneFn func() bool // done, made once
 	m      wire.Message
 	via    wire.UUID       // for route: the agent to send to directly; zero: the node
@@ -53,7 +54,9 @@ func (oc *outCall) run(now time.Time) {
 	cl := oc.cl
 	if c := cl.route(oc, now); c != nil {
 		oc.conn = c
-		cl.sh.send(c, &oc.m)
+		if !oc.early {
+			cl.sh.send(c, &oc.m)
+		}
 		return
 	}
 	cl.pmu.Lock()

@@ -31,8 +31,14 @@ type Client struct {
 	target Target
 	agent  wire.UUID
 
-	conn  *transport.Conn // shard goroutine only
-	ready chan struct{}   // closed when the handshake completes or fails
+	conn *transport.Conn // shard goroutine only
+	// resume: dialled WithZeroRTT with a ticket held; the first request
+	// starts the handshake and rides in its first packet. early is that
+	// request, kept until the handshake says whether the peer took it
+	// (shard goroutine only).
+	resume bool
+	early  *wire.Message
+	ready  chan struct{} // closed when the handshake completes or fails
 	// dialing: Dial waits for ready, counted in the shard's waiting.
 	dialing atomic.Bool
 	err     error // why it failed; set before ready closes
@@ -44,6 +50,7 @@ type DialOption func(*dialConfig)
 type dialConfig struct {
 	agent   wire.UUID
 	timeout time.Duration
+	zeroRTT bool
 }
 
 // WithAgent names the agent to call, for a URL that names none (a node's
@@ -57,6 +64,25 @@ func WithAgent(id wire.UUID) DialOption { return func(c *dialConfig) { c.agent =
 func WithHandshakeTimeout(d time.Duration) DialOption {
 	return func(c *dialConfig) { c.timeout = d }
 }
+
+// WithZeroRTT resumes a session with the peer when the process holds a
+// ticket from an earlier connection to it (every host issues one to each
+// connection; the Clients of a process share them): Dial then returns at
+// once, without a round trip, and the first Call starts the handshake with
+// its request inside the first packet (0-RTT, if its encoded message fits
+// in 1 KiB); the peer answers it right behind its handshake reply, so the
+// first response comes one round trip after the Call, not two. Without a
+// ticket Dial runs the handshake as usual, and the connection brings one.
+//
+// The early request is encrypted under the ticket's secret, not under the
+// new handshake's keys: it has no forward secrecy against the theft of the
+// peer's ticket key (kept in memory, rotated every 12 hours). The peer
+// takes a ticket's 0-RTT data at most once (a strike register beside its
+// ticket keys, for the life of its process), and a request it did not
+// take (a restarted peer, an expired ticket) is sent again once the
+// handshake completes, so it runs once either way. A failed handshake
+// (the peer gone) fails that first Call, not Dial.
+func WithZeroRTT() DialOption { return func(c *dialConfig) { c.zeroRTT = true } }
 
 // Errors of Dial.
 var (
@@ -87,10 +113,14 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 	}
 	c := &Client{ch: ch, target: t, agent: cfg.agent, ready: make(chan struct{})}
 	c.sh, c.pending, c.route = ch.sh, map[uint64]*outCall{}, c.routeRequest
+	if cfg.zeroRTT && ch.h.tickets.has(t.Key, t.Addr) {
+		c.resume = true // the first request dials (routeRequest)
+		return c, nil
+	}
 	c.dialing.Store(true)
 	c.sh.waiting.Add(1) // until dialed
 	ch.sh.do(func(now time.Time) {
-		if err := c.redial(now); err != nil {
+		if err := c.redial(nil, now); err != nil {
 			c.err = fmt.Errorf("mesh: dial %v: %w", t.Addr, err)
 			c.setReady()
 		}
@@ -142,24 +172,54 @@ func (c *Client) Target() Target {
 // an *Error (CodeNotFound for an agent the node does not know, or a method
 // the agent does not serve).
 func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, error) {
-	return c.call(ctx, c.agent, method, body, wire.UUID{})
+	out, err := c.call(ctx, c.agent, method, body, wire.UUID{})
+	if err == ErrNotConnected {
+		select {
+		case <-c.ready: // a handshake failed: say why (set before ready closed)
+			if c.err != nil {
+				return nil, c.err
+			}
+		default:
+		}
+	}
+	return out, err
 }
 
 // routeRequest is the client's connection, on the shard. A connection that
 // is gone (the peer closed it or restarted, or it idled out) is dialled
 // again; the request waits for the handshake.
-func (c *Client) routeRequest(_ *outCall, now time.Time) *transport.Conn {
+func (c *Client) routeRequest(oc *outCall, now time.Time) *transport.Conn {
 	if c.conn == nil || c.conn.Err() != nil {
-		if c.closed.Load() || c.redial(now) != nil {
+		if c.closed.Load() || c.redial(oc, now) != nil {
 			return nil
 		}
 	}
 	return c.conn
 }
 
-// redial starts a handshake with the client's peer. Shard goroutine only.
-func (c *Client) redial(now time.Time) error {
-	conn, err := c.ch.sh.ep.Dial(c.target.Addr, c.target.Key, now)
+// redial starts a handshake with the client's peer; the first one of a
+// client dialled WithZeroRTT resumes with a ticket and carries oc's
+// message as 0-RTT data (oc.early: it is sent). Shard goroutine only.
+func (c *Client) redial(oc *outCall, now time.Time) error {
+	var conn *transport.Conn
+	var err error
+	if c.resume && oc != nil {
+		c.resume = false
+		if early, ok := earlyMessage(&oc.m); ok {
+			if t := c.ch.h.tickets.take(c.target.Key, c.target.Addr, now); t != nil {
+				conn, err = c.ch.sh.ep.DialResume(c.target.Addr, c.target.Key, t, early, now)
+				if err == nil {
+					oc.early = true
+					m := oc.m
+					m.Payload = append([]byte(nil), oc.m.Payload...)
+					c.early = &m
+				}
+			}
+		}
+	}
+	if conn == nil {
+		conn, err = c.ch.sh.ep.Dial(c.target.Addr, c.target.Key, now)
+	}
 	if err != nil {
 		return err
 	}
@@ -266,12 +326,19 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 	}
 	switch ev.Kind {
 	case transport.EventConnected:
+		if c.early != nil && ev.Conn == c.conn {
+			if !ev.Conn.EarlyDataAccepted() {
+				sh.send(ev.Conn, c.early) // not taken: send it again, now under the new keys
+			}
+			c.early = nil
+		}
 		c.setReady()
 	case transport.EventClosed:
 		delete(ch.conns, ev.Conn)
 		if ev.Conn != c.conn {
 			return // an earlier connection of a client that dialled again
 		}
+		c.early = nil
 		select {
 		case <-c.ready:
 		default:

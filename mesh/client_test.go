@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,9 +264,17 @@ func TestClientsShareHostAndClose(t *testing.T) {
 // BenchmarkClientSetup is the compare harness's setup workload in-process:
 // Dial, one 64-byte call, Close. x25519/op counts the scalar
 // multiplications of both sides (client and node or agent).
+//
+// In the -0rtt variants each Dial is WithZeroRTT: from the second on it
+// resumes with the ticket of the one before, the call inside its first
+// packet.
 func BenchmarkClientSetup(b *testing.B) {
-	for _, via := range []string{"direct", "node"} {
+	for _, via := range []string{"direct", "node", "direct-0rtt", "node-0rtt"} {
 		b.Run(via, func(b *testing.B) {
+			var opts []DialOption
+			if strings.HasSuffix(via, "-0rtt") {
+				opts = append(opts, WithZeroRTT())
+			}
 			id, err := crypto.GenerateIdentity(nil)
 			if err != nil {
 				b.Fatal(err)
@@ -287,7 +296,7 @@ func BenchmarkClientSetup(b *testing.B) {
 			}
 			defer srv.Close()
 			url := srv.URL()
-			if via == "node" {
+			if strings.HasPrefix(via, "node") {
 				url = FormatURL(node.PublicKey(), node.Addr(), srv.ID())
 			}
 			ctx := context.Background()
@@ -295,7 +304,7 @@ func BenchmarkClientSetup(b *testing.B) {
 			x0 := crypto.X25519Operations()
 			b.ResetTimer()
 			for range b.N {
-				c, err := Dial(ctx, url)
+				c, err := Dial(ctx, url, opts...)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -59,6 +59,10 @@ type host struct {
 	running   atomic.Pointer[dataplane.Engine] // set once the engine started: shard threads may run before Start returns
 	shards    []*shard
 	selection dataplane.Selection
+	tickets   ticketStore // given to our connections, for resuming them (resume.go)
+	// 0-RTT messages from resuming peers: handed on, or dropped as not
+	// whole messages.
+	earlyTaken, earlyDropped atomic.Uint64
 }
 
 // shard is one dataplane shard's protocol side: it implements
@@ -204,12 +208,20 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	// a peer waits for it): 3 X25519 multiplications per handshake on the
 	// critical path instead of 5.
 	cache := crypto.NewStaticSecretCache(0)
+	// One ticket key ring and strike register for all shards: a resuming
+	// peer may reach any of them, and a ticket's 0-RTT data must be taken
+	// once per process, not once per shard.
+	ticketKeys, err := crypto.NewTicketKeys(nil, time.Now(), 0)
+	if err != nil {
+		return nil, err
+	}
+	strike := crypto.NewStrikeRegister(0)
 	shards := h.shards
 	var setupErr error
 	newHandler := func(i int) dataplane.Handler {
 		sh := &shard{idx: i, h: h, owner: owner}
 		sh.drainInboxFn = sh.drainInbox
-		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize}
+		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize, TicketKeys: ticketKeys, Strike: strike}
 		ep, err := transport.NewEndpoint(transport.Config{
 			Crypto: ccfg, Shard: i, Shards: dcfg.Shards, MaxDatagramSizeFor: maxDgramFor,
 			OnMessage: func(c *transport.Conn, m *wire.Message) {
@@ -428,6 +440,10 @@ func (sh *shard) drainEvents() (any bool) {
 			}
 		case transport.EventClosed:
 			delete(sh.backlog, ev.Conn)
+		case transport.EventTicket:
+			sh.h.tickets.put(ev.Conn.Peer(), ev.Ticket)
+		case transport.EventEarlyData:
+			sh.deliverEarly(ev.Conn, ev.Data)
 		}
 		sh.owner.onEvent(sh, ev)
 	}

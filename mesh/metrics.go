@@ -24,6 +24,7 @@ type Metrics struct {
 	dpPackets, dpBytes, dpDropped, dpCalls *prometheus.Desc
 	dpGSO, dpGRO                           *prometheus.Desc
 	epUnknown, epBadHS, epCookies, epReset *prometheus.Desc
+	early                                  *prometheus.Desc
 	callLatency                            prometheus.Histogram
 }
 
@@ -54,6 +55,7 @@ func NewMetrics(n *Node) *Metrics {
 		epBadHS:    d("transport_bad_handshake_packets_total", "Handshake packets refused (malformed, failed authentication), by shard.", "shard"),
 		epCookies:  d("transport_cookie_replies_total", "Stateless cookie replies sent under handshake load, by shard.", "shard"),
 		epReset:    d("transport_stateless_resets_total", "Stateless resets sent for lost connections, by shard.", "shard"),
+		early:      d("zero_rtt_messages_total", "Messages that came as 0-RTT data with a resuming handshake: taken, or dropped (not whole messages).", "result"),
 	}
 	m.callLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "mxp_call_duration_seconds", Help: "Time from a call's arrival at the node to its reply.",
@@ -67,7 +69,7 @@ func NewMetrics(n *Node) *Metrics {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.agents, m.conns, m.backend, m.messages, m.routed, m.notFound, m.timedOut,
 		m.dropped, m.registered, m.evicted, m.dpPackets, m.dpBytes, m.dpDropped, m.dpCalls, m.dpGSO, m.dpGRO,
-		m.epUnknown, m.epBadHS, m.epCookies, m.epReset} {
+		m.epUnknown, m.epBadHS, m.epCookies, m.epReset, m.early} {
 		ch <- d
 	}
 	m.callLatency.Describe(ch)
@@ -96,6 +98,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.dropped, st.Dropped.Load())
 	c(m.registered, st.Registered.Load())
 	c(m.evicted, st.Evicted.Load())
+	c(m.early, n.h.earlyTaken.Load(), "taken")
+	c(m.early, n.h.earlyDropped.Load(), "dropped")
 	for i, sh := range n.h.shards {
 		s := strconv.Itoa(i)
 		var ds dataplane.Stats = n.h.engine().Conn(i).Stats()

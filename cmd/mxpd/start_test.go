@@ -106,7 +106,7 @@ func TestInitStartStatusCall(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"mxp_agents_registered ", `mxp_messages_received_total{type="Call"}`, "mxp_dataplane_packets_total", "mxp_call_duration_seconds_bucket"} {
+	for _, want := range []string{"mxp_agents_registered ", `mxp_messages_received_total{type="Call"}`, "mxp_dataplane_packets_total", "mxp_call_duration_seconds_bucket", `mxp_zero_rtt_messages_total{result="taken"}`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
