@@ -36,9 +36,10 @@ type Client struct {
 	// starts the handshake and rides in its first packet. early is that
 	// request, kept until the handshake says whether the peer took it
 	// (shard goroutine only).
-	resume bool
-	early  *wire.Message
-	ready  chan struct{} // closed when the handshake completes or fails
+	resume  bool
+	early   *wire.Message
+	zeroRTT atomic.Bool   // the peer took the first request as 0-RTT data
+	ready   chan struct{} // closed when the handshake completes or fails
 	// dialing: Dial waits for ready, counted in the shard's waiting.
 	dialing atomic.Bool
 	err     error // why it failed; set before ready closes
@@ -185,6 +186,11 @@ func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, 
 	return out, err
 }
 
+// ZeroRTT reports whether the client resumed a session (WithZeroRTT) and
+// the peer took its first request as 0-RTT data: known once that request's
+// handshake completed.
+func (c *Client) ZeroRTT() bool { return c.zeroRTT.Load() }
+
 // routeRequest is the client's connection, on the shard. A connection that
 // is gone (the peer closed it or restarted, or it idled out) is dialled
 // again; the request waits for the handshake.
@@ -327,7 +333,9 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 	switch ev.Kind {
 	case transport.EventConnected:
 		if c.early != nil && ev.Conn == c.conn {
-			if !ev.Conn.EarlyDataAccepted() {
+			if ev.Conn.EarlyDataAccepted() {
+				c.zeroRTT.Store(true)
+			} else {
 				sh.send(ev.Conn, c.early) // not taken: send it again, now under the new keys
 			}
 			c.early = nil

@@ -60,8 +60,8 @@ func TestZeroRTTResumption(t *testing.T) {
 			if out, err := c.Call(ctx, "echo", body); err != nil || !bytes.Equal(out, body) {
 				t.Fatalf("0-RTT call: %d bytes, %v", len(out), err)
 			}
-			if got := tc.host.earlyTaken.Load() - taken; got != 1 {
-				t.Fatalf("the peer took %d 0-RTT messages, want 1", got)
+			if got := tc.host.earlyTaken.Load() - taken; got != 1 || !c.ZeroRTT() || first.ZeroRTT() {
+				t.Fatalf("the peer took %d 0-RTT messages, want 1 (client says %v; the first %v)", got, c.ZeroRTT(), first.ZeroRTT())
 			}
 			if got := runs.Load() - ran; got != 1 {
 				t.Fatalf("the handler ran %d times for one call", got)
@@ -109,6 +109,9 @@ func TestZeroRTTRefusedIsSentAgain(t *testing.T) {
 	}
 	if out, err := again.Call(ctx, "count", []byte("b")); err != nil || string(out) != "b" {
 		t.Fatalf("call whose 0-RTT data was refused: %q %v", out, err)
+	}
+	if !c.ZeroRTT() || again.ZeroRTT() {
+		t.Fatalf("ZeroRTT: %v for the taken call, %v for the refused one", c.ZeroRTT(), again.ZeroRTT())
 	}
 	if got := srv.h.earlyTaken.Load() - taken; got != 1 {
 		t.Fatalf("the peer took %d 0-RTT messages, want 1 (the reused ticket's refused)", got)

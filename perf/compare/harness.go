@@ -105,8 +105,11 @@ type Row struct {
 const (
 	WLatency = "latency"
 	WSetup   = "setup"
-	WStream  = "stream"
-	WSkipped = "skipped"
+	// WSetupResumed is setup with a session resumed from the connection
+	// before (Resumer).
+	WSetupResumed = "setup-resumed"
+	WStream       = "stream"
+	WSkipped      = "skipped"
 )
 
 // WConc names the concurrency workload over conns connections.
@@ -203,9 +206,14 @@ func (r *Runner) RunSystem(parent context.Context, name string) ([]Row, map[int]
 			r.logf("%-20s %s", name, describe(row))
 		}
 	}
-	row := r.setup(ctx, sys)
+	row := r.setup(ctx, sys, WSetup, sys.Dial)
 	rows = append(rows, row)
 	r.logf("%-20s %s", name, describe(row))
+	if rs, ok := sys.(Resumer); ok {
+		row := r.setup(ctx, sys, WSetupResumed, rs.DialResumed)
+		rows = append(rows, row)
+		r.logf("%-20s %s", name, describe(row))
+	}
 	if row, ok := r.stream(ctx, sys); ok {
 		rows = append(rows, row)
 		r.logf("%-20s %s", name, describe(row))
@@ -490,11 +498,25 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// setup measures a fresh connection up to the first 64-byte response.
-func (r *Runner) setup(ctx context.Context, sys System) Row {
-	row := Row{System: sys.Name(), Workload: WSetup, Payload: 64}
+// resumedClient is a Client that says whether it resumed a session (a TLS
+// resumption, MXP 0-RTT data the peer took).
+type resumedClient interface{ Resumed() bool }
+
+// setup measures a fresh connection made by dial up to the first 64-byte
+// response. For a resumed setup the connection before each sample (a
+// first one, not counted, for the first) leaves the ticket it resumes.
+func (r *Runner) setup(ctx context.Context, sys System, workload string, dial func(context.Context) (Client, error)) Row {
+	row := Row{System: sys.Name(), Workload: workload, Payload: 64}
 	req := payload(64)
 	var samples []float64
+	resumed := 0
+	if workload == WSetupResumed {
+		if c, err := dial(ctx); err == nil {
+			_ = r.call(ctx, c, req)
+			time.Sleep(time.Millisecond)
+			c.Close()
+		}
+	}
 	// The time bound gives way, up to 4× SetupMax, until there are a few
 	// samples: a system whose close is slow still gets a median of several.
 	start := time.Now()
@@ -505,10 +527,18 @@ func (r *Runner) setup(ctx context.Context, sys System) Row {
 	}
 	for len(samples) < r.Cfg.SetupSamples && ctx.Err() == nil && more() {
 		t := time.Now()
-		c, err := sys.Dial(ctx)
+		c, err := dial(ctx)
 		if err == nil {
 			err = r.call(ctx, c, req)
 			d := time.Since(t)
+			if workload == WSetupResumed {
+				// Not timed: the session ticket the next sample resumes
+				// with comes after the first response; let it arrive.
+				time.Sleep(time.Millisecond)
+				if rc, ok := c.(resumedClient); ok && rc.Resumed() {
+					resumed++
+				}
+			}
 			c.Close()
 			if err == nil {
 				samples = append(samples, float64(d.Nanoseconds())/1e3)
@@ -529,6 +559,9 @@ func (r *Runner) setup(ctx context.Context, sys System) Row {
 	row.SetupUs = f64(quantile(samples, 0.5))
 	if len(samples) < r.Cfg.SetupSamples && row.Note == "" {
 		row.Note = fmt.Sprintf("median of %d (time bound)", len(samples))
+	}
+	if workload == WSetupResumed {
+		row.Note = strings.TrimPrefix(row.Note+fmt.Sprintf("; %d of %d resumed", resumed, len(samples)), "; ")
 	}
 	return row
 }

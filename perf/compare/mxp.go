@@ -176,6 +176,19 @@ func (s *mxpSystem) startStreamer(ctx context.Context) error {
 	return nil
 }
 
+// DialResumed is mesh.Dial WithZeroRTT: from the second on it resumes with
+// the ticket of the connection before, its first call as 0-RTT data.
+func (s *mxpSystem) DialResumed(ctx context.Context) (Client, error) {
+	c, err := mesh.Dial(ctx, s.url, mesh.WithZeroRTT())
+	if err != nil {
+		return nil, err
+	}
+	return &mxpClient{c: c, sys: s}, nil
+}
+
+// Resumed reports whether the peer took the first call as 0-RTT data.
+func (c *mxpClient) Resumed() bool { return c.c.ZeroRTT() }
+
 func (c *mxpClient) Call(ctx context.Context, req []byte) ([]byte, error) {
 	return c.c.Call(ctx, "echo", req)
 }

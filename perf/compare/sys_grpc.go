@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -116,6 +118,8 @@ type grpcSystem struct {
 	bidi bool
 	srv  *grpc.Server
 	addr string
+	// sessions is the TLS session cache of DialResumed's connections.
+	sessions tls.ClientSessionCache
 }
 
 func (s *grpcSystem) Name() string { return s.name }
@@ -138,11 +142,12 @@ func (s *grpcSystem) Teardown() error {
 }
 
 type grpcClient struct {
-	cc    *grpc.ClientConn
-	bidi  bool
-	idle  chan *bidiStream
-	ctx   context.Context
-	close context.CancelFunc
+	resumed *atomic.Bool // set by DialResumed's TLS handshake; nil for Dial
+	cc      *grpc.ClientConn
+	bidi    bool
+	idle    chan *bidiStream
+	ctx     context.Context
+	close   context.CancelFunc
 }
 
 type bidiStream struct {
@@ -151,13 +156,34 @@ type bidiStream struct {
 }
 
 func (s *grpcSystem) Dial(ctx context.Context) (Client, error) {
+	return s.dial(clientTLS("h2"), nil)
+}
+
+// DialResumed resumes the TLS session of the connection before (TLS 1.3
+// session tickets: a PSK with a fresh ECDHE, no certificate signature or
+// chain check), as the server issues tickets.
+func (s *grpcSystem) DialResumed(ctx context.Context) (Client, error) {
+	if s.sessions == nil {
+		s.sessions = tls.NewLRUClientSessionCache(8)
+	}
+	cfg := clientTLS("h2")
+	cfg.ClientSessionCache = s.sessions
+	resumed := new(atomic.Bool)
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		resumed.Store(cs.DidResume)
+		return nil
+	}
+	return s.dial(cfg, resumed)
+}
+
+func (s *grpcSystem) dial(cfg *tls.Config, resumed *atomic.Bool) (Client, error) {
 	cc, err := grpc.NewClient("passthrough:///"+s.addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(clientTLS("h2"))),
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithDefaultCallOptions(grpc.CallContentSubtype(rawCodec{}.Name())))
 	if err != nil {
 		return nil, err
 	}
-	c := &grpcClient{cc: cc, bidi: s.bidi, idle: make(chan *bidiStream, 256)}
+	c := &grpcClient{cc: cc, bidi: s.bidi, idle: make(chan *bidiStream, 256), resumed: resumed}
 	c.ctx, c.close = context.WithCancel(context.Background())
 	if s.bidi {
 		return grpcStreamClient{c}, nil
@@ -212,6 +238,9 @@ func (c *grpcClient) Close() error {
 
 // grpcStreamClient adds Stream, for grpc-tls-bidi only.
 type grpcStreamClient struct{ *grpcClient }
+
+// Resumed reports whether the TLS handshake resumed a session.
+func (c *grpcClient) Resumed() bool { return c.resumed != nil && c.resumed.Load() }
 
 func (c grpcStreamClient) Stream(ctx context.Context, n int) (int, error) {
 	st, err := c.cc.NewStream(ctx, &echoDesc.Streams[1], "/mxpcompare.Echo/Tokens")

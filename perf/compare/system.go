@@ -46,6 +46,15 @@ type Streamer interface {
 	Stream(ctx context.Context, n int) (int, error)
 }
 
+// A Resumer is a System whose clients can resume a session from an earlier
+// connection to the same server: TLS 1.3 session tickets (a PSK with a
+// fresh ECDHE), MXP tickets with the first call as 0-RTT data. The
+// "setup-resumed" workload measures DialResumed where Dial measures a full
+// handshake.
+type Resumer interface {
+	DialResumed(ctx context.Context) (Client, error)
+}
+
 // A Limiter is a System that cannot carry every payload size (for example
 // QUIC datagrams must fit in one packet). MaxPayload is the largest request
 // it can echo.
