@@ -585,7 +585,12 @@ func (s *Session) NewTicket(now time.Time) ([]byte, error) {
 	if s.initiator || s.tickets == nil {
 		return nil, newError(KindState, "tickets are issued by responders with TicketKeys", nil)
 	}
-	if !s.confirmed {
+	// Before the initiator's Finish only when its 0-RTT data was accepted:
+	// the hello was then a first use of a ticket issued to the initiator
+	// Noise authenticated (the strike register refuses replays), and the
+	// ticket travels under the new 1-RTT keys, which only that initiator
+	// can read.
+	if !s.confirmed && !s.earlyAccepted {
 		return nil, newError(KindState, "handshake not confirmed", nil)
 	}
 	seq := s.ticketSeq

@@ -430,9 +430,27 @@ func TestTicketResumptionWith0RTT(t *testing.T) {
 	if !bytes.Equal(res.EarlyData, early) || !res.Session.EarlyDataAccepted() {
 		t.Fatalf("0-RTT not accepted: %q", res.EarlyData)
 	}
+	// The resumed session's own ticket may go before the Finish (with the
+	// answers to the 0-RTT data); a session without accepted 0-RTT data
+	// issues none until confirmed.
+	early2, err := res.Session.NewTicket(now)
+	if err != nil {
+		t.Fatal("ticket of a session that accepted 0-RTT data, before the Finish:", err)
+	}
+	ini3, _ := NewInitiator(ic, rc.Identity.Public, 22)
+	plain, err := resp.HandleInitiatorHello(mustHello(t, ini3, now), testAddr, now, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Session.NewTicket(now); !errors.Is(err, ErrState) {
+		t.Fatalf("ticket of an unconfirmed session without 0-RTT data: %v, want ErrState", err)
+	}
 	is2, fin, err := ini.HandleResponderHello(res.Reply, now)
 	if err != nil || !is2.EarlyDataAccepted() {
 		t.Fatalf("initiator: %v accepted=%v", err, is2 != nil && is2.EarlyDataAccepted())
+	}
+	if _, err := is2.HandleNewTicket(early2, now); err != nil {
+		t.Fatal("the early ticket:", err)
 	}
 	if err := res.Session.HandleInitiatorFinish(fin); err != nil {
 		t.Fatal(err)

@@ -154,9 +154,12 @@ type Conn struct {
 	datagrams   [][]byte
 	pingDue     bool
 	cryptoOut   [][]byte
-	msgOut      [scheduler.NumClasses]*Stream
-	msgIn       map[uint64]*msgReader
-	delivering  []byte // the encoded message OnMessage has (MessageBytes)
+	// ticketIssued: the responder queued this connection's ticket (at
+	// 0.5-RTT when it resumed with 0-RTT data, else once confirmed).
+	ticketIssued bool
+	msgOut       [scheduler.NumClasses]*Stream
+	msgIn        map[uint64]*msgReader
+	delivering   []byte // the encoded message OnMessage has (MessageBytes)
 
 	stats ConnStats
 }
@@ -621,10 +624,8 @@ func (c *Conn) established(now time.Time) {
 	if !c.initiator {
 		c.sendResetToken = true
 		c.control = true
-		if c.cfg.Crypto.TicketKeys != nil {
-			if t, err := c.session.NewTicket(now); err == nil {
-				c.cryptoOut = append(c.cryptoOut, t) // resumption with 0-RTT next time
-			}
+		if !c.ticketIssued {
+			c.issueTicket(now)
 		}
 	}
 	c.ep.emit(Event{Kind: EventConnected, Conn: c})
@@ -1194,6 +1195,18 @@ func (c *Conn) hasWork(now time.Time) bool {
 		return true
 	}
 	return c.control || c.pingDue || len(c.cryptoOut) > 0 || c.sched.Len() > 0
+}
+
+// issueTicket queues a session ticket for the initiator (a responder with
+// ticket keys): resumption with 0-RTT data next time.
+func (c *Conn) issueTicket(now time.Time) {
+	c.ticketIssued = true
+	if c.cfg.Crypto.TicketKeys == nil {
+		return
+	}
+	if t, err := c.session.NewTicket(now); err == nil {
+		c.cryptoOut = append(c.cryptoOut, t)
+	}
 }
 
 // halfRTT reports whether the connection may send 1-RTT packets while its

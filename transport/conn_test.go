@@ -303,6 +303,12 @@ func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
 				}
 				return true // the Finish and every acknowledgement: lost
 			}
+			var next *crypto.Ticket
+			tn.a.onEvent = func(ev Event) {
+				if ev.Kind == EventTicket {
+					next = ev.Ticket
+				}
+			}
 			ca, err := tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, ticket, []byte("early request"), tn.sim.Now())
 			if err != nil {
 				t.Fatal(err)
@@ -332,6 +338,9 @@ func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
 			}
 			if size < 1000 && !got() {
 				t.Fatal("the 0.5-RTT answer did not arrive before the Finish")
+			}
+			if size < 1000 && next == nil {
+				t.Fatal("the resumed connection's own ticket did not come with its 0.5-RTT answer")
 			}
 			if size > 3*int(recv) && got() {
 				t.Fatalf("an answer of %d bytes arrived whole past the limit (%d received)", size, recv)

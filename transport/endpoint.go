@@ -362,6 +362,10 @@ func (e *Endpoint) acceptHello(pkt []byte, cid uint64, from netip.AddrPort, now 
 	e.handshakes++
 	e.wantSend(c)
 	if len(res.EarlyData) > 0 {
+		// A resumption: the next ticket goes with the answers to the 0-RTT
+		// data (0.5-RTT), so the initiator holds it when its first
+		// response comes, rather than a round trip after.
+		c.issueTicket(now)
 		e.emit(Event{Kind: EventEarlyData, Conn: c, Data: res.EarlyData})
 	}
 }
