@@ -204,7 +204,13 @@ type txState struct {
 	names [][udpsock.NameLen]byte
 	ctrl  []byte
 	spans []span // the datagrams (indexes in pkts) of each message
+	// want is how many slots TxBuffers hands out: it doubles while Sends
+	// take all it handed out, and halves while they take few.
+	want int
 }
+
+// minTxWant is the fewest send slots TxBuffers hands out.
+const minTxWant = 8
 
 type span struct{ start, end int }
 
@@ -216,6 +222,7 @@ func (t *txState) init(batch, size int) {
 	t.names = make([][udpsock.NameLen]byte, batch)
 	t.ctrl = make([]byte, batch*segCmsgSpace)
 	t.spans = make([]span, batch)
+	t.want = min(minTxWant, batch)
 	for i := range t.hdrs {
 		h := &t.hdrs[i].Hdr
 		h.Name = &t.names[i][0]
@@ -225,10 +232,14 @@ func (t *txState) init(batch, size int) {
 	}
 }
 
-// TxBuffers hands out the shard's send slots: MaxDatagram bytes each.
+// TxBuffers hands out the shard's send slots: MaxDatagram bytes each, as
+// many as recent sends used (t.want, at least minTxWant): a turn that
+// sends one reply does not set up a whole batch of slots, and one that
+// fills what it got is given more by the next call (the engine asks again
+// when the handler filled every slot).
 func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
 	t := &c.tx
-	n := min(len(pkts), len(t.hdrs))
+	n := min(len(pkts), len(t.hdrs), t.want)
 	for i := range n {
 		pkts[i].Buf = t.slab[i*t.size : i*t.size : (i+1)*t.size]
 	}
@@ -239,6 +250,12 @@ func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
 // sends them with sendmmsg.
 func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	pkts = pkts[:min(len(pkts), len(c.tx.hdrs))]
+	switch t := &c.tx; {
+	case len(pkts) >= t.want:
+		t.want = min(2*t.want, len(t.hdrs))
+	case len(pkts) < t.want/4:
+		t.want = max(t.want/2, min(minTxWant, len(t.hdrs)))
+	}
 	m, dropped := c.buildMessages(pkts)
 	t := &c.tx
 	sent, bytes, gsoSends := 0, 0, 0

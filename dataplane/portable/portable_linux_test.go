@@ -224,3 +224,48 @@ func TestFirstReceiveAfterIdleTakesOne(t *testing.T) {
 		t.Errorf("%d receive calls that returned data, want 2", s.RxCalls)
 	}
 }
+
+// TxBuffers hands out a few slots after small sends and doubles them while
+// each send takes all it was given, up to the batch.
+func TestTxBuffersFollowTheSends(t *testing.T) {
+	conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := conns[0]
+	defer c.Close()
+	dst := c.LocalAddr() // to itself: the datagrams are never read
+	pkts := make([]dataplane.Packet, 64)
+	send := func(k int) {
+		t.Helper()
+		for i := range k {
+			pkts[i].Buf = append(pkts[i].Buf, "x"...)
+			pkts[i].Addr = dst
+		}
+		if n, err := c.Send(pkts[:k]); n != k || err != nil {
+			t.Fatalf("Send(%d): %d, %v", k, n, err)
+		}
+	}
+	var got []int
+	for range 5 {
+		n := c.TxBuffers(pkts)
+		got = append(got, n)
+		send(n) // a handler that fills every slot
+	}
+	if fmt.Sprint(got) != "[8 16 32 64 64]" {
+		t.Fatalf("slots while every one is filled: %v, want [8 16 32 64 64]", got)
+	}
+	for range 3 {
+		c.TxBuffers(pkts)
+		send(1) // one reply per turn
+	}
+	if n := c.TxBuffers(pkts); n != 8 {
+		t.Fatalf("slots after sends of one: %d, want 8", n)
+	}
+	for i, p := range pkts[:8] {
+		if len(p.Buf) != 0 || cap(p.Buf) < 1500 {
+			t.Fatalf("slot %d: len %d cap %d, want an empty buffer of MaxDatagram", i, len(p.Buf), cap(p.Buf))
+		}
+	}
+	send(0)
+}
