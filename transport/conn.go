@@ -315,8 +315,12 @@ func (c *Conn) streamReady(s *Stream) {
 	c.ep.wantSend(c)
 }
 
+// writable tells the application that a stream which refused a write has
+// room again (its send buffer drained below half). A stream never refused
+// raises no event: one per acknowledgement would cost every round trip.
 func (c *Conn) writable(s *Stream) {
-	if len(s.buf) < c.cfg.StreamSendBuffer/2 {
+	if s.blocked && len(s.buf) < c.cfg.StreamSendBuffer/2 {
+		s.blocked = false
 		c.ep.emit(Event{Kind: EventStreamWritable, Conn: c, Stream: s})
 	}
 }

@@ -128,7 +128,7 @@ const (
 	EventConnected      EventKind = iota + 1 // the handshake completed
 	EventStreamOpened                        // the peer opened a (bidirectional) stream
 	EventStreamReadable                      // a stream has bytes or FIN to read
-	EventStreamWritable                      // a stream's send buffer drained below half
+	EventStreamWritable                      // a stream that refused a write (ErrWouldBlock) has room again: its send buffer drained below half
 	EventDatagram                            // a datagram arrived (Data)
 	EventEarlyData                           // 0-RTT data arrived with a hello (Data)
 	EventTicket                              // the peer issued a resumption ticket

@@ -28,6 +28,7 @@ func (c *Conn) SendMessage(class scheduler.Class, m *wire.Message) error {
 	}
 	n := wire.EncodedLen(len(m.Payload))
 	if len(s.buf) > 0 && len(s.buf)+n > c.cfg.StreamSendBuffer {
+		s.blocked = true
 		return ErrWouldBlock
 	}
 	s.reserve(n)
@@ -78,6 +79,7 @@ func (c *Conn) SendEncoded(class scheduler.Class, b []byte) (int, error) {
 		c.streamReady(s)
 	}
 	if n < len(b) {
+		s.blocked = true
 		return n, ErrWouldBlock
 	}
 	return n, nil

@@ -115,3 +115,48 @@ func TestMaxDatagramSizeFor(t *testing.T) {
 		}
 	}
 }
+
+// EventStreamWritable comes once after a write was refused, when the send
+// buffer drained below half; a stream whose writes all fit raises none
+// (one per acknowledgement would cost every round trip an event).
+func TestWritableOnlyAfterARefusal(t *testing.T) {
+	tn := newTestNet(t, 12, clean, clean, func(c *Config) { c.StreamSendBuffer = 16 << 10 })
+	ca, _ := tn.dial()
+	writable := 0
+	tn.a.onEvent = func(ev Event) {
+		if ev.Kind == EventStreamWritable {
+			writable++
+		}
+	}
+	small := &wire.Message{Type: wire.TypeCall, MessageID: 1, Payload: make([]byte, 500)}
+	for i := range 20 { // each acknowledged before the next: never refused
+		small.MessageID = uint64(i)
+		if err := ca.SendMessage(scheduler.Interactive, small); err != nil {
+			t.Fatal(err)
+		}
+		tn.sim.Wake(tn.a.addr)
+		tn.sim.RunUntil(func() bool { return false }, 20*time.Millisecond)
+	}
+	if writable != 0 {
+		t.Fatalf("%d EventStreamWritable for writes that were never refused", writable)
+	}
+	big := &wire.Message{Type: wire.TypeCall, Payload: make([]byte, 6000)}
+	refused := 0
+	for i := range 10 {
+		big.MessageID = uint64(100 + i)
+		if ca.SendMessage(scheduler.Interactive, big) == ErrWouldBlock {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("60 KB went into a 16 KiB send buffer")
+	}
+	tn.sim.Wake(tn.a.addr)
+	if !tn.sim.RunUntil(func() bool { return writable > 0 }, 5*time.Second) {
+		t.Fatal("no EventStreamWritable after a refused write drained")
+	}
+	tn.sim.RunUntil(func() bool { return false }, 200*time.Millisecond)
+	if writable != 1 {
+		t.Fatalf("%d EventStreamWritable after one refusal, want 1", writable)
+	}
+}

@@ -20,6 +20,7 @@ type Stream struct {
 	buf        []byte
 	backing    []byte
 	box        *[]byte  // the bigSendBufs box backing came in, if any
+	blocked    bool     // a write was refused (ErrWouldBlock): EventStreamWritable due
 	sendBase   uint64   // lowest unacknowledged offset
 	sendNext   uint64   // next offset never sent
 	retrans    rangeSet // lost ranges to send again
@@ -82,6 +83,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.conn.streamReady(s)
 	}
 	if n < len(p) {
+		s.blocked = true
 		return n, ErrWouldBlock
 	}
 	return n, nil
