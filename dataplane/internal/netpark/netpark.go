@@ -23,6 +23,7 @@ type Parker struct {
 	err   error
 	parks *atomic.Uint64 // Park's counter, for read
 	reads int            // read calls in this Park
+	armed time.Time      // the file's read deadline as Park last set it (zero: none; pastDeadline: to be set again)
 
 	woken  atomic.Bool // a Wake came: the next or current Park returns
 	parked atomic.Bool // in the poller: a Wake must interrupt it
@@ -48,8 +49,14 @@ func (p *Parker) File() *os.File { return p.file }
 // Park waits until ready reports work, Wake is called, or the deadline
 // passes (zero: none), counting in parks each time it really parks (not
 // when a Wake came first, nor when the read before parking found work). It returns ready's error, or the poller's.
+//
+// It may also return early, at a deadline an earlier Park set that is
+// still to come and no later than the one asked for: that one is left
+// armed, since setting the file's deadline moves a runtime timer (under
+// the timers' lock) and reads the clock, twice per round trip for a shard
+// that parks on each.
 func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
-	p.file.SetReadDeadline(deadline)
+	p.arm(deadline)
 	p.parked.Store(true) // before looking at woken: a Wake after this interrupts the read
 	if p.woken.Swap(false) {
 		p.parked.Store(false)
@@ -63,10 +70,32 @@ func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
 		err, p.err = p.err, nil
 		return err
 	}
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-		return err
+	if err != nil {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		// The armed deadline passed, or a Wake set one in the past
+		// (perhaps after this Park saw it): set it anew next time.
+		p.armed = pastDeadline
 	}
 	return nil
+}
+
+// pastDeadline marks the file's read deadline as passed (Parker.armed).
+var pastDeadline = time.Unix(1, 0)
+
+// arm sets the file's read deadline for a Park until deadline, unless the
+// one set is still to come and no later.
+func (p *Parker) arm(deadline time.Time) {
+	a := p.armed
+	switch {
+	case a.IsZero() && deadline.IsZero():
+		return // none set, none wanted
+	case !a.IsZero() && a != pastDeadline && (deadline.IsZero() || !a.After(deadline)) && a.After(time.Now()):
+		return // an earlier one is set: Park returns then, and its caller parks again
+	}
+	p.file.SetReadDeadline(deadline)
+	p.armed = deadline
 }
 
 func (p *Parker) read(uintptr) bool {

@@ -108,3 +108,53 @@ func TestSpin(t *testing.T) {
 		t.Fatalf("spin for data: %v %v, %d read", done, err, got.Load())
 	}
 }
+
+// Park keeps the deadline it set while a later one is asked for (returning
+// early, at the one set, is allowed) but never waits past its own: after
+// a Park that set a far deadline and returned for data, a Park with a near
+// one returns at that; after a Wake (which moves the deadline into the
+// past), a Park waits again, to its own deadline.
+func TestParkDeadlineKeptOnlyWhenEarlier(t *testing.T) {
+	p, addr, got := socket(t, nil)
+	var parks atomic.Uint64
+	go func() { time.Sleep(10 * time.Millisecond); send(t, addr) }()
+	if err := p.Park(time.Now().Add(time.Hour), &parks); err != nil || got.Load() != 1 {
+		t.Fatalf("park for data: %v, %d read", err, got.Load())
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- p.Park(start.Add(30*time.Millisecond), &parks) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		p.Wake()
+		<-done
+		t.Fatal("a 30 ms Park after one to an hour was still waiting after 2 s")
+	}
+	if d := time.Since(start); d < 25*time.Millisecond {
+		t.Fatalf("a 30 ms Park returned after %v", d)
+	}
+	// A later deadline than the one set (which has passed now): waits for it.
+	start = time.Now()
+	if err := p.Park(start.Add(40*time.Millisecond), &parks); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 35*time.Millisecond {
+		t.Fatalf("a 40 ms Park returned after %v", d)
+	}
+	// A Wake interrupts a Park with no deadline; the next Park waits to its own.
+	go func() { time.Sleep(10 * time.Millisecond); p.Wake() }()
+	if err := p.Park(time.Time{}, &parks); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := p.Park(start.Add(30*time.Millisecond), &parks); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 25*time.Millisecond {
+		t.Fatalf("a 30 ms Park after a Wake returned after %v", d)
+	}
+}
