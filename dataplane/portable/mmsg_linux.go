@@ -164,6 +164,15 @@ func (c *shardConn) receive(n int) (bool, error) {
 	return r.got > 0, nil
 }
 
+// peek reports whether the socket may have something for receive: a
+// datagram waits (recvfrom of one byte with MSG_PEEK, taking nothing), or
+// an error other than EAGAIN, which receive then meets and handles.
+func (c *shardConn) peek() bool {
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+		unix.MSG_DONTWAIT|unix.MSG_PEEK, 0, 0)
+	return errno != unix.EAGAIN
+}
+
 func (r *rxState) nextMessage(c *shardConn) {
 	r.msg++
 	r.off = 0

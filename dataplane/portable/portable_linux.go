@@ -118,6 +118,7 @@ type shardConn struct {
 	busyPoll time.Duration
 	rxFull   bool      // the last receive filled the batch: more may be waiting
 	rxIdle   bool      // the last receive found nothing: the next asks for one message
+	peekBuf  [1]byte   // pollRead's peek
 	steering io.Closer // the steering program, held by shard 0
 
 	rx rxState
@@ -225,7 +226,17 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 
 // pollRead is the poller's readiness check: a receive into the batch the
 // next Recv hands out; work when it got something.
-func (c *shardConn) pollRead() (bool, error) { return c.receive(len(c.rx.hdrs)) }
+//
+// The read before parking, after a receive that drained the socket, only
+// peeks (recvfrom of one byte, MSG_PEEK): no message headers to copy in for
+// the usual answer, nothing; if something came, the receive follows.
+func (c *shardConn) pollRead() (bool, error) {
+	if c.park.Probing() && !c.rxFull && !c.peek() {
+		c.rxIdle = true // as receive on EAGAIN
+		return false, nil
+	}
+	return c.receive(len(c.rx.hdrs))
+}
 
 // Wake makes the shard's Wait return.
 func (c *shardConn) Wake() {

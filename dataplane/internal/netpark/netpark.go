@@ -23,6 +23,7 @@ type Parker struct {
 	err   error
 	parks *atomic.Uint64 // Park's counter, for read
 	reads int            // read calls in this Park
+	probe bool           // ready is running as the read before parking (Probing)
 	armed time.Time      // the file's read deadline as Park last set it (zero: none; pastDeadline: to be set again)
 
 	woken  atomic.Bool // a Wake came: the next or current Park returns
@@ -100,7 +101,9 @@ func (p *Parker) arm(deadline time.Time) {
 
 func (p *Parker) read(uintptr) bool {
 	p.reads++
+	p.probe = p.reads == 1
 	work, err := p.ready()
+	p.probe = false
 	if err != nil {
 		p.err = err
 		return true
@@ -111,6 +114,12 @@ func (p *Parker) read(uintptr) bool {
 	}
 	return done
 }
+
+// Probing reports, to ready, that it runs as the read Park makes before it
+// parks (the poller is edge-triggered), not after the poller said the
+// socket is readable: an owner whose last read drained the socket may
+// just look whether anything came.
+func (p *Parker) Probing() bool { return p.probe }
 
 // Wake makes the current Park return, or the next one. Any goroutine.
 func (p *Parker) Wake() {
