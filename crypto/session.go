@@ -77,12 +77,18 @@ func derivePhaseKeysWith(s Suite, secret [32]byte, e *expander) (phaseKeys, erro
 }
 
 func (k *phaseKeys) next(s Suite) (phaseKeys, error) {
+	n := k.nextSecret()
+	keys, err := derivePhaseKeys(s, n.secret)
+	n.wipe()
+	return keys, err
+}
+
+// nextSecret is the next phase with its secret only: its keys are derived
+// when first needed (Session.Open).
+func (k *phaseKeys) nextSecret() phaseKeys {
 	e := newExpander(k.secret[:])
-	ku := e.expand32(labelKeyUpdate)
-	e.wipe()
-	n, err := derivePhaseKeys(s, ku)
-	clear(ku[:])
-	return n, err
+	defer e.wipe()
+	return phaseKeys{secret: e.expand32(labelKeyUpdate)}
 }
 
 func (k *phaseKeys) wipe() {
@@ -186,12 +192,9 @@ func newSession(suite Suite, initiator bool, connID uint64, peer PublicKey, sec 
 	if s.recvCur, err = derivePhaseKeysWith(suite, recvSecret, re); err != nil {
 		return nil, err
 	}
-	ku := re.expand32(labelKeyUpdate)
-	s.recvNext, err = derivePhaseKeys(suite, ku)
-	clear(ku[:])
-	if err != nil {
-		return nil, err
-	}
+	// The next phase's keys are derived when a packet of that phase first
+	// comes (most connections never update keys): its secret only, now.
+	s.recvNext = phaseKeys{secret: re.expand32(labelKeyUpdate)}
 	s.threshold = cfg.KeyUpdateThreshold
 	if s.threshold == 0 {
 		s.threshold = DefaultKeyUpdateThresholdChaCha
@@ -461,6 +464,13 @@ func (s *Session) Open(pkt []byte, now time.Time) (Opened, error) {
 			which, keys = usePrev, &s.recvPrev
 		} else {
 			which, keys = useNext, &s.recvNext
+			if keys.aead == nil {
+				k, err := derivePhaseKeys(s.suite, keys.secret)
+				if err != nil {
+					return Opened{}, err
+				}
+				*keys = k
+			}
 		}
 	}
 	keys.nonce(&s.nonceBuf, pn)
@@ -492,10 +502,7 @@ func (s *Session) Open(pkt []byte, now time.Time) (Opened, error) {
 // promote moves the receive side to the next key phase after a packet of
 // that phase authenticated, and makes the send side follow.
 func (s *Session) promote(pn uint64, now time.Time) error {
-	nn, err := s.recvNext.next(s.suite)
-	if err != nil {
-		return err
-	}
+	nn := s.recvNext.nextSecret()
 	s.recvPrev.wipe()
 	s.recvPrev = s.recvCur
 	s.havePrev = true
