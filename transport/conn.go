@@ -91,14 +91,15 @@ type Conn struct {
 	closeErr  error
 	closeAt   time.Time
 
-	session  *crypto.Session
-	hs       *crypto.Initiator // initiator during the handshake
-	hsPkt    []byte            // initiator: the hello to retransmit; responder: the reply to repeat
-	finPkt   []byte            // initiator: the InitiatorFinish, sent once
-	hsNext   time.Time         // initiator: when to retransmit the hello
-	hsTries  int               // initiator: hellos due so far
-	hsSent   int               // initiator: hellos sent so far
-	replyDue bool              // responder: the reply is due (again)
+	session   *crypto.Session
+	hs        *crypto.Initiator // initiator during the handshake
+	hsPkt     []byte            // initiator: the hello to retransmit; responder: the reply to repeat
+	finPkt    []byte            // initiator: the InitiatorFinish, sent once
+	hsNext    time.Time         // initiator: when to retransmit the hello
+	hsTries   int               // initiator: hellos due so far
+	hsSent    int               // initiator: hellos sent so far
+	replyDue  bool              // responder: the reply is due (again)
+	replySent bool              // responder: the reply went out once (repeats count against the amplification limit)
 
 	resetToken     [resetTokenLen]byte // initiator: the responder's stateless reset token
 	haveResetToken bool
@@ -1264,14 +1265,18 @@ func (c *Conn) transmitHandshake(buf []byte, now time.Time) []byte {
 		c.hsPkt = pkt
 		return append(buf[:0], pkt...)
 	}
-	// Responder: the reply, once per hello received, within the amplification limit.
+	// Responder: the reply, once per hello received, within the amplification
+	// limit (the first is counted by the handshake that made it).
 	if !c.replyDue {
 		return nil
 	}
 	c.replyDue = false
-	if err := c.session.Amplification().TrySend(len(c.hsPkt)); err != nil {
-		return nil
+	if c.replySent {
+		if err := c.session.Amplification().TrySend(len(c.hsPkt)); err != nil {
+			return nil
+		}
 	}
+	c.replySent = true
 	return append(buf[:0], c.hsPkt...)
 }
 

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -303,6 +304,7 @@ func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
 				}
 				return true // the Finish and every acknowledgement: lost
 			}
+			sentB := 0 // bytes the responder put on the wire for the resumed connection
 			var next *crypto.Ticket
 			tn.a.onEvent = func(ev Event) {
 				if ev.Kind == EventTicket {
@@ -312,6 +314,11 @@ func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
 			ca, err := tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, ticket, []byte("early request"), tn.sim.Now())
 			if err != nil {
 				t.Fatal(err)
+			}
+			tn.b.tap = func(d []byte) {
+				if binary.LittleEndian.Uint64(d[wire.PacketOffsetConnID:]) == ca.cid {
+					sentB += len(d)
+				}
 			}
 			tn.sim.Wake(tn.a.addr)
 			got := func() bool {
@@ -333,8 +340,8 @@ func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
 				t.Fatal("the responder confirmed the handshake, though nothing after the hello reached it")
 			}
 			recv, sent := cb.session.Amplification().Counters()
-			if sent > 3*recv {
-				t.Fatalf("sent %d bytes to an unvalidated address that sent %d", sent, recv)
+			if sent > 3*recv || int(sent) != sentB {
+				t.Fatalf("sent %d bytes (counted %d) to an unvalidated address that sent %d", sentB, sent, recv)
 			}
 			if size < 1000 && !got() {
 				t.Fatal("the 0.5-RTT answer did not arrive before the Finish")
@@ -354,34 +361,63 @@ func TestHalfRTTAnswerBeforeFinish(t *testing.T) {
 }
 
 // Without accepted 0-RTT data the responder sends nothing but its
-// ResponderHello before the Finish.
+// ResponderHello before the Finish: after a plain hello, and after a
+// resuming one whose 0-RTT data it refused (the ticket was used before,
+// so the strike register has it).
 func TestNoHalfRTTWithoutEarlyData(t *testing.T) {
-	tn, _ := ticketNet(t, 22)
-	var cb *Conn
-	var sendErr error
-	tn.b.onEvent = func(ev Event) {}
-	helloSent := false
-	tn.a.drop = func(d []byte) bool {
-		if !helloSent {
-			helloSent = true
-			return false
-		}
-		return true
-	}
-	ca, err := tn.a.ep.Dial(tn.b.addr, tn.b.id.Public, tn.sim.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn.sim.Wake(tn.a.addr)
-	tn.sim.RunUntil(func() bool { return tn.b.ep.conns[ca.cid] != nil }, time.Second)
-	if cb = tn.b.ep.conns[ca.cid]; cb == nil {
-		t.Fatal("no responder connection")
-	}
-	sendErr = cb.SendMessage(scheduler.Interactive, &wire.Message{Type: wire.TypeResponse, MessageID: 1, Payload: []byte("too early")})
-	if sendErr != ErrNotEstablished {
-		t.Fatalf("SendMessage before the Finish without 0-RTT data: %v, want ErrNotEstablished", sendErr)
-	}
-	if ca.EarlyDataAccepted() {
-		t.Fatal("EarlyDataAccepted without 0-RTT data")
+	for _, mode := range []string{"plain", "refused"} {
+		t.Run(mode, func(t *testing.T) {
+			tn, ticket := ticketNet(t, 22)
+			if mode == "refused" { // use the ticket once, as it should be
+				c, err := tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, ticket, []byte("first use"), tn.sim.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				tn.sim.Wake(tn.a.addr)
+				if !tn.sim.RunUntil(func() bool { return c.Established() && c.EarlyDataAccepted() }, time.Second) {
+					t.Fatal("the first use of the ticket was not taken")
+				}
+			}
+			helloSent := false
+			tn.a.drop = func(d []byte) bool {
+				if !helloSent && d[wire.PacketOffsetFlags]&wire.PacketFlagHandshake != 0 {
+					helloSent = true
+					return false
+				}
+				return true
+			}
+			var ca *Conn
+			var err error
+			if mode == "plain" {
+				ca, err = tn.a.ep.Dial(tn.b.addr, tn.b.id.Public, tn.sim.Now())
+			} else {
+				ca, err = tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, ticket, []byte("replayed"), tn.sim.Now())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			sentB := 0
+			tn.b.tap = func(d []byte) {
+				if binary.LittleEndian.Uint64(d[wire.PacketOffsetConnID:]) == ca.cid {
+					sentB++
+				}
+			}
+			tn.sim.Wake(tn.a.addr)
+			tn.sim.RunUntil(func() bool { return tn.b.ep.conns[ca.cid] != nil && ca.Established() }, time.Second)
+			cb := tn.b.ep.conns[ca.cid]
+			if cb == nil || !ca.Established() {
+				t.Fatal("no handshake")
+			}
+			if ca.EarlyDataAccepted() {
+				t.Fatal("EarlyDataAccepted without 0-RTT data taken")
+			}
+			if err := cb.SendMessage(scheduler.Interactive, &wire.Message{Type: wire.TypeResponse, MessageID: 1, Payload: []byte("too early")}); err != ErrNotEstablished {
+				t.Fatalf("SendMessage before the Finish: %v, want ErrNotEstablished", err)
+			}
+			tn.sim.RunUntil(func() bool { return false }, 100*time.Millisecond)
+			if sentB != 1 || cb.Established() {
+				t.Fatalf("the responder sent %d datagrams for the connection before the Finish (want its ResponderHello only); confirmed %v", sentB, cb.Established())
+			}
+		})
 	}
 }

@@ -260,6 +260,7 @@ func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
 func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	pkts = pkts[:min(len(pkts), len(c.tx.hdrs))]
 	switch t := &c.tx; {
+	case len(pkts) == 0: // an idle turn says nothing about the traffic
 	case len(pkts) >= t.want:
 		t.want = min(2*t.want, len(t.hdrs))
 	case len(pkts) < t.want/4:

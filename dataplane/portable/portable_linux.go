@@ -214,8 +214,8 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 	if c.rx.msg < c.rx.got {
 		return nil
 	}
-	// A deadline that passed needs no check here: the engine waits only
-	// for one still to come, and the poller returns at once for a passed one.
+	// A deadline that passed needs no check here: the poller returns at
+	// once for it.
 	if c.busyPoll > 0 {
 		if done, err := c.park.Spin(c.busyPoll, deadline); done || err != nil {
 			return err

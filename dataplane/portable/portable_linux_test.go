@@ -255,6 +255,14 @@ func TestTxBuffersFollowTheSends(t *testing.T) {
 	if fmt.Sprint(got) != "[8 16 32 64 64]" {
 		t.Fatalf("slots while every one is filled: %v, want [8 16 32 64 64]", got)
 	}
+	for range 5 { // idle turns: nothing to send
+		c.TxBuffers(pkts)
+		send(0)
+	}
+	if n := c.TxBuffers(pkts); n != 64 {
+		t.Fatalf("slots after idle turns: %d, want 64 still", n)
+	}
+	send(0)
 	for range 3 {
 		c.TxBuffers(pkts)
 		send(1) // one reply per turn
