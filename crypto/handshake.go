@@ -602,8 +602,8 @@ func (s *Session) NewTicket(now time.Time) ([]byte, error) {
 		initiator: s.peer,
 		secret:    ticketSecret(s.resume, seq),
 	}
-	if _, err := io.ReadFull(s.tickets.rng, tc.id[:]); err != nil {
-		return nil, newError(KindInvalidArgument, "ticket ID randomness", err)
+	if err := s.tickets.newID(&tc.id); err != nil {
+		return nil, err
 	}
 	blob, err := s.tickets.seal(&tc, now)
 	clear(tc.secret[:])

@@ -102,6 +102,17 @@ func (t *TicketKeys) rotate(now time.Time) error {
 	return nil
 }
 
+// newID draws a ticket ID from the key ring's randomness (under its lock:
+// a caller-supplied reader need not be safe for concurrent use).
+func (t *TicketKeys) newID(id *[16]byte) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, err := io.ReadFull(t.rng, id[:]); err != nil {
+		return newError(KindInvalidArgument, "ticket ID randomness", err)
+	}
+	return nil
+}
+
 // Lifetime is the longest lifetime a ticket issued now can have.
 func (t *TicketKeys) Lifetime() time.Duration { return t.every }
 

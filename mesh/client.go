@@ -43,6 +43,12 @@ type Client struct {
 	// dialing: Dial waits for ready, counted in the shard's waiting.
 	dialing atomic.Bool
 	err     error // why it failed; set before ready closes
+	// timeout bounds a handshake a request waits for (WithHandshakeTimeout):
+	// a resumed first call's, or a redial's. hsTimer closes the connection
+	// when it passes; timedOut says so to onEvent (shard goroutine only).
+	timeout  time.Duration
+	hsTimer  *time.Timer
+	timedOut bool
 }
 
 // DialOption adjusts Dial.
@@ -77,7 +83,9 @@ func WithHandshakeTimeout(d time.Duration) DialOption {
 //
 // The early request is encrypted under the ticket's secret, not under the
 // new handshake's keys: it has no forward secrecy against the theft of the
-// peer's ticket key (kept in memory, rotated every 12 hours). The peer
+// peer's ticket key (kept in memory, rotated every 12 hours and used to
+// open tickets for 12 more, so a key taken at any time in those 24 hours
+// opens the 0-RTT requests recorded under it). The peer
 // takes a ticket's 0-RTT data at most once (a strike register beside its
 // ticket keys, for the life of its process), and a request it did not
 // take (a restarted peer, an expired ticket) is sent again once the
@@ -112,7 +120,7 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{ch: ch, target: t, agent: cfg.agent, ready: make(chan struct{})}
+	c := &Client{ch: ch, target: t, agent: cfg.agent, ready: make(chan struct{}), timeout: cfg.timeout}
 	c.sh, c.pending, c.route = ch.sh, map[uint64]*outCall{}, c.routeRequest
 	if cfg.zeroRTT && ch.h.tickets.has(t.Key, t.Addr) {
 		c.resume = true // the first request dials (routeRequest)
@@ -231,7 +239,30 @@ func (c *Client) redial(oc *outCall, now time.Time) error {
 	}
 	c.conn = conn
 	c.ch.conns[conn] = c
+	c.timedOut = false
+	if oc != nil {
+		// A request waits for this handshake (Dial waits with its own
+		// timer): give up on a peer that does not answer, as Dial would.
+		c.stopHandshakeTimer()
+		c.hsTimer = time.AfterFunc(c.timeout, func() {
+			c.ch.sh.do(func(now time.Time) {
+				if c.conn == conn && !conn.Established() && conn.Err() == nil {
+					c.timedOut = true
+					conn.Close(transport.CodeNoError, "handshake not answered", now)
+				}
+			})
+		})
+	}
 	return nil
+}
+
+// stopHandshakeTimer stops the timer of a handshake that completed or
+// failed. Shard goroutine only.
+func (c *Client) stopHandshakeTimer() {
+	if c.hsTimer != nil {
+		c.hsTimer.Stop()
+		c.hsTimer = nil
+	}
 }
 
 // setReady closes ready (once; on the shard) and ends the dial's wait.
@@ -270,6 +301,12 @@ func (c *Client) Close() error {
 func (c *Client) onMessage(sh *shard, conn *transport.Conn, m *wire.Message) {
 	switch m.Type {
 	case wire.TypeResponse, wire.TypeError:
+		if c.early != nil && conn == c.conn && conn.EarlyDataAccepted() {
+			// An answer at 0.5-RTT can come in the batch of the
+			// ResponderHello, before EventConnected is drained: say so
+			// before its caller wakes.
+			c.zeroRTT.Store(true)
+		}
 		c.deliver(m.MessageID, m)
 	case wire.TypeCall:
 		// A client serves nothing.
@@ -332,6 +369,9 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 	}
 	switch ev.Kind {
 	case transport.EventConnected:
+		if ev.Conn == c.conn {
+			c.stopHandshakeTimer()
+		}
 		if c.early != nil && ev.Conn == c.conn {
 			if ev.Conn.EarlyDataAccepted() {
 				c.zeroRTT.Store(true)
@@ -347,11 +387,12 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 			return // an earlier connection of a client that dialled again
 		}
 		c.early = nil
+		c.stopHandshakeTimer()
 		select {
 		case <-c.ready:
 		default:
 			c.err = fmt.Errorf("mesh: dial %v: %w", c.target.Addr, ev.Err)
-			if errors.Is(ev.Err, transport.ErrIdleTimeout) {
+			if c.timedOut || errors.Is(ev.Err, transport.ErrIdleTimeout) {
 				c.err = fmt.Errorf("mesh: dial %v (key %v): %w", c.target.Addr, c.target.Key, ErrHandshakeNoAnswer)
 			}
 			c.setReady()

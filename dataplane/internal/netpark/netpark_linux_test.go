@@ -145,6 +145,20 @@ func TestParkDeadlineKeptOnlyWhenEarlier(t *testing.T) {
 	if d := time.Since(start); d < 35*time.Millisecond {
 		t.Fatalf("a 40 ms Park returned after %v", d)
 	}
+	// An earlier deadline still to come is kept: a Park to 80 ms returns
+	// for data at once, and the next one, asked for 5 s, returns at the
+	// 80 ms it left (early, which callers allow) without a new timer.
+	start = time.Now()
+	go func() { time.Sleep(5 * time.Millisecond); send(t, addr) }()
+	if err := p.Park(start.Add(80*time.Millisecond), &parks); err != nil || got.Load() != 2 {
+		t.Fatalf("park for data: %v, %d read", err, got.Load())
+	}
+	if err := p.Park(time.Now().Add(5*time.Second), &parks); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 70*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("a 5 s Park after one that left 80 ms armed returned %v after the first began", d)
+	}
 	// A Wake interrupts a Park with no deadline; the next Park waits to its own.
 	go func() { time.Sleep(10 * time.Millisecond); p.Wake() }()
 	if err := p.Park(time.Time{}, &parks); err != nil {
