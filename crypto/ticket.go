@@ -207,11 +207,22 @@ func (c *ticketContents) expires() time.Time {
 // then rejects the 0-RTT data (the handshake still completes). It is safe
 // for concurrent use. It must live as long as the TicketKeys it guards:
 // a responder that loses its register must also drop its ticket keys.
+//
+// IDs are kept in sets by expiry, one per strikeBucket: a ticket always
+// lands in the set of its own expiry, and a set is dropped whole once its
+// last ticket expired, so no call scans the entries (a full register costs
+// each resumption a look at one set, not at every entry).
 type StrikeRegister struct {
-	mu   sync.Mutex
-	max  int
-	used map[[16]byte]time.Time
+	mu      sync.Mutex
+	max     int
+	n       int
+	buckets map[int64]map[[16]byte]struct{} // by the end of the bucket holding the expiry (unix s)
+	oldest  int64                           // the earliest bucket end, 0 when none
 }
+
+// strikeBucket is the expiry span of one set of a StrikeRegister: an entry
+// is kept at most this much past its ticket's expiry.
+const strikeBucket = 60 // seconds
 
 // NewStrikeRegister makes a register holding at most max entries (default
 // 65536 when max <= 0).
@@ -219,7 +230,7 @@ func NewStrikeRegister(max int) *StrikeRegister {
 	if max <= 0 {
 		max = 1 << 16
 	}
-	return &StrikeRegister{max: max, used: make(map[[16]byte]time.Time)}
+	return &StrikeRegister{max: max, buckets: map[int64]map[[16]byte]struct{}{}}
 }
 
 // Use records id as used until expires. It returns true on first use and
@@ -227,26 +238,46 @@ func NewStrikeRegister(max int) *StrikeRegister {
 func (r *StrikeRegister) Use(id [16]byte, expires, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if exp, ok := r.used[id]; ok && now.Before(exp) {
+	r.dropExpired(now.Unix())
+	end := (expires.Unix()/strikeBucket + 1) * strikeBucket
+	set := r.buckets[end]
+	if _, used := set[id]; used {
 		return false
 	}
-	if len(r.used) >= r.max {
-		for k, exp := range r.used {
-			if !now.Before(exp) {
-				delete(r.used, k)
-			}
-		}
-		if len(r.used) >= r.max {
-			return false
+	if r.n >= r.max {
+		return false
+	}
+	if set == nil {
+		set = map[[16]byte]struct{}{}
+		r.buckets[end] = set
+		if r.oldest == 0 || end < r.oldest {
+			r.oldest = end
 		}
 	}
-	r.used[id] = expires
+	set[id] = struct{}{}
+	r.n++
 	return true
+}
+
+// dropExpired forgets the sets whose tickets have all expired by now.
+func (r *StrikeRegister) dropExpired(now int64) {
+	if r.oldest == 0 || now < r.oldest {
+		return
+	}
+	r.oldest = 0
+	for end, set := range r.buckets {
+		if end <= now {
+			r.n -= len(set)
+			delete(r.buckets, end)
+		} else if r.oldest == 0 || end < r.oldest {
+			r.oldest = end
+		}
+	}
 }
 
 // Len returns the number of remembered tickets.
 func (r *StrikeRegister) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.used)
+	return r.n
 }
