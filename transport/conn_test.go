@@ -168,33 +168,12 @@ func TestStatelessResetAfterRestart(t *testing.T) {
 // 0-RTT data, which the responder delivers once: a replay of the same
 // hello is refused (single-use tickets).
 func TestResumptionWithZeroRTT(t *testing.T) {
-	var strike *crypto.StrikeRegister
-	tn := newTestNet(t, 14, clean, clean, func(c *Config) {
-		keys, err := crypto.NewTicketKeys(c.Rand, netsim.Epoch, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strike == nil {
-			strike = crypto.NewStrikeRegister(1000)
-		}
-		c.Crypto.TicketKeys, c.Crypto.Strike = keys, strike
-	})
-	var tickets []*crypto.Ticket
+	tn, ticket := ticketNet(t, 14)
 	var early [][]byte
-	tn.a.onEvent = func(ev Event) {
-		if ev.Kind == EventTicket {
-			tickets = append(tickets, ev.Ticket)
-		}
-	}
 	tn.b.onEvent = func(ev Event) {
 		if ev.Kind == EventEarlyData {
 			early = append(early, ev.Data)
 		}
-	}
-	tn.dial()
-	tn.sim.RunUntil(func() bool { return len(tickets) > 0 }, 2*time.Second)
-	if len(tickets) == 0 {
-		t.Fatal("no ticket issued")
 	}
 	var hello []byte
 	tn.a.tap = func(d []byte) {
@@ -202,7 +181,7 @@ func TestResumptionWithZeroRTT(t *testing.T) {
 			hello = append([]byte(nil), d...)
 		}
 	}
-	c, err := tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, tickets[0], []byte("hello, early"), tn.sim.Now())
+	c, err := tn.a.ep.DialResume(tn.b.addr, tn.b.id.Public, ticket, []byte("hello, early"), tn.sim.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
