@@ -391,6 +391,12 @@ type HelloResult struct {
 	Session *Session
 	// EarlyData is the 0-RTT data, when accepted.
 	EarlyData []byte
+	// EarlyRefused is true when the hello carried 0-RTT data that was not
+	// accepted (no ticket keys or strike register, an unknown, expired or
+	// foreign ticket, data that did not authenticate, a ticket used before,
+	// a full strike register): the initiator sends it again after the
+	// handshake.
+	EarlyRefused bool
 }
 
 // HandleInitiatorHello processes an InitiatorHello packet from addr.
@@ -498,7 +504,7 @@ func (r *Responder) HandleInitiatorHello(pkt []byte, addr netip.AddrPort, now ti
 	if err := s.amp.TrySend(len(reply)); err != nil {
 		return HelloResult{}, err
 	}
-	return HelloResult{Reply: reply, Session: s, EarlyData: early}, nil
+	return HelloResult{Reply: reply, Session: s, EarlyData: early, EarlyRefused: early == nil && len(m.early) > 0}, nil
 }
 
 // acceptEarly returns the decrypted 0-RTT data, or nil when there is none

@@ -462,8 +462,11 @@ func TestTicketResumptionWith0RTT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.EarlyData != nil || rep.Session.EarlyDataAccepted() {
-		t.Fatal("replayed 0-RTT data accepted")
+	if rep.EarlyData != nil || rep.Session.EarlyDataAccepted() || !rep.EarlyRefused {
+		t.Fatalf("replayed 0-RTT data accepted, or not said refused (EarlyRefused %v)", rep.EarlyRefused)
+	}
+	if res.EarlyRefused || plain.EarlyRefused {
+		t.Fatal("EarlyRefused for data taken, or for a hello without any")
 	}
 	// Same ticket reused in a new hello: also rejected (single use).
 	ini2, _ := NewInitiator(ic, rc.Identity.Public, 22)

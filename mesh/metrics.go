@@ -55,7 +55,7 @@ func NewMetrics(n *Node) *Metrics {
 		epBadHS:    d("transport_bad_handshake_packets_total", "Handshake packets refused (malformed, failed authentication), by shard.", "shard"),
 		epCookies:  d("transport_cookie_replies_total", "Stateless cookie replies sent under handshake load, by shard.", "shard"),
 		epReset:    d("transport_stateless_resets_total", "Stateless resets sent for lost connections, by shard.", "shard"),
-		early:      d("zero_rtt_messages_total", "Messages that came as 0-RTT data with a resuming handshake: taken, or dropped (not whole messages).", "result"),
+		early:      d("zero_rtt_messages_total", "0-RTT data of resuming handshakes: messages taken, messages dropped (not whole messages), and hellos whose data was refused (a reused or expired ticket, a full strike register: sent again after the handshake).", "result"),
 	}
 	m.callLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "mxp_call_duration_seconds", Help: "Time from a call's arrival at the node to its reply.",
@@ -100,6 +100,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.evicted, st.Evicted.Load())
 	c(m.early, n.h.earlyTaken.Load(), "taken")
 	c(m.early, n.h.earlyDropped.Load(), "dropped")
+	var earlyRefused uint64
 	for i, sh := range n.h.shards {
 		s := strconv.Itoa(i)
 		var ds dataplane.Stats = n.h.engine().Conn(i).Stats()
@@ -122,7 +123,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		c(m.epBadHS, es.BadHandshake, s)
 		c(m.epCookies, es.CookieReplies, s)
 		c(m.epReset, es.Resets, s)
+		earlyRefused += es.EarlyRefused
 	}
+	c(m.early, earlyRefused, "refused")
 	m.callLatency.Collect(ch)
 }
 

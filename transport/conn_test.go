@@ -390,6 +390,9 @@ func TestNoHalfRTTWithoutEarlyData(t *testing.T) {
 			if ca.EarlyDataAccepted() {
 				t.Fatal("EarlyDataAccepted without 0-RTT data taken")
 			}
+			if want := map[string]uint64{"plain": 0, "refused": 1}[mode]; tn.b.ep.stats.EarlyRefused != want {
+				t.Fatalf("EarlyRefused %d, want %d", tn.b.ep.stats.EarlyRefused, want)
+			}
 			if err := cb.SendMessage(scheduler.Interactive, &wire.Message{Type: wire.TypeResponse, MessageID: 1, Payload: []byte("too early")}); err != ErrNotEstablished {
 				t.Fatalf("SendMessage before the Finish: %v, want ErrNotEstablished", err)
 			}

@@ -148,6 +148,9 @@ type Event struct {
 // EndpointStats counts what the endpoint did with packets no connection took.
 type EndpointStats struct {
 	UnknownConn, BadHandshake, CookieReplies, Refused, Resets uint64
+	// EarlyRefused counts resuming hellos whose 0-RTT data was not taken
+	// (crypto.HelloResult.EarlyRefused).
+	EarlyRefused uint64
 }
 
 // maxPendingReplies bounds the stateless replies (cookies, resets) queued
@@ -361,6 +364,9 @@ func (e *Endpoint) acceptHello(pkt []byte, cid uint64, from netip.AddrPort, now 
 	e.conns[cid] = c
 	e.handshakes++
 	e.wantSend(c)
+	if res.EarlyRefused {
+		e.stats.EarlyRefused++
+	}
 	if len(res.EarlyData) > 0 {
 		// A resumption: the next ticket goes with the answers to the 0-RTT
 		// data (0.5-RTT), so the initiator holds it when its first
