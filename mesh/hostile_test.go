@@ -18,6 +18,16 @@ type replayProxy struct {
 	front *net.UDPConn // the agent talks to this
 	back  *net.UDPConn // this talks to the node
 	wg    sync.WaitGroup
+
+	mu   sync.Mutex
+	seen [][]byte // what the client sent, in order
+}
+
+// sent returns a copy of what the client sent so far.
+func (p *replayProxy) sent() [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([][]byte(nil), p.seen...)
 }
 
 func newReplayProxy(t *testing.T, node netip.AddrPort) *replayProxy {
@@ -45,6 +55,9 @@ func newReplayProxy(t *testing.T, node netip.AddrPort) *replayProxy {
 			client = from
 			mu.Unlock()
 			pkt := append([]byte(nil), buf[:n]...)
+			p.mu.Lock()
+			p.seen = append(p.seen, pkt)
+			p.mu.Unlock()
 			back.Write(pkt)
 			time.AfterFunc(20*time.Millisecond, func() { back.Write(pkt) })
 		}

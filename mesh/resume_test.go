@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxp-dataplane/mxp/wire"
 )
 
 // waitTicket waits until the clients' host holds a ticket for the peer at
@@ -145,5 +149,83 @@ func TestZeroRTTPeerGone(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("it took %v to give up with a 200 ms handshake timeout", d)
+	}
+}
+
+// A replay attacker on the path sends every datagram of a resumption again
+// (the hello with its 0-RTT call, and what follows): the call runs once.
+func TestZeroRTTReplayedRunsOnce(t *testing.T) {
+	tm := newTestMesh(t)
+	srv := tm.agent("server")
+	var runs atomic.Int64
+	srv.Handle("count", func(_ context.Context, r *Request) ([]byte, error) {
+		runs.Add(1)
+		return r.Body, nil
+	})
+	start(t, srv)
+	proxy := newReplayProxy(t, srv.h.Addr())
+	url := FormatURL(srv.cfg.Identity.Public, netip.MustParseAddrPort(proxy.front.LocalAddr().String()), srv.ID())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	first := dialT(t, url)
+	if _, err := first.Call(ctx, "count", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	waitTicket(t, first)
+	c := dialT(t, url, WithZeroRTT())
+	if out, err := c.Call(ctx, "count", []byte("2")); err != nil || string(out) != "2" {
+		t.Fatalf("0-RTT call through the replaying proxy: %q %v", out, err)
+	}
+	if !c.ZeroRTT() {
+		t.Fatal("the call did not go as 0-RTT data")
+	}
+	time.Sleep(100 * time.Millisecond) // every replay has arrived (20 ms behind)
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("the handler ran %d times for two calls, each datagram sent twice", n)
+	}
+	// Later, with the connection gone at the server, the resuming hello
+	// once more, straight to the server: a new handshake, whose 0-RTT data
+	// the strike register refuses.
+	var hello []byte
+	for _, d := range proxy.sent() {
+		if len(d) >= 1200 && d[wire.PacketOffsetFlags]&wire.PacketFlagHandshake != 0 {
+			hello = d // the last hello the client sent: the resuming one
+		}
+	}
+	if hello == nil {
+		t.Fatal("no hello seen")
+	}
+	c.Close()
+	first.Close()
+	refused := func() (n uint64) {
+		for _, sh := range srv.h.shards {
+			es, _, _ := sh.snapshot()
+			n += es.EarlyRefused
+		}
+		return n
+	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, conns, _ := srv.h.shards[0].snapshot()
+		if conns <= 1 { // the one to the node
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the server still has %d connections after both clients closed", conns)
+		}
+	}
+	before := refused()
+	raw, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.h.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(2 * time.Second); refused() == before && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if refused() != before+1 || runs.Load() != 2 {
+		t.Fatalf("a replayed resuming hello: refused %d -> %d, handler runs %d (want one refusal, 2 runs)", before, refused(), runs.Load())
 	}
 }
