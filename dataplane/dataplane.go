@@ -181,37 +181,24 @@ type Stats struct {
 }
 
 // Add returns the sum of s and o, for totals over shards.
-func (s Stats) Add(o Stats) Stats {
-	s.RxPackets += o.RxPackets
-	s.RxBytes += o.RxBytes
-	s.RxCalls += o.RxCalls
-	s.RxGROSplits += o.RxGROSplits
-	s.RxDropped += o.RxDropped
-	s.TxPackets += o.TxPackets
-	s.TxBytes += o.TxBytes
-	s.TxCalls += o.TxCalls
-	s.TxGSOSends += o.TxGSOSends
-	s.TxDropped += o.TxDropped
-	s.Wakeups += o.Wakeups
-	s.Borrows += o.Borrows
+func (s Stats) Add(o Stats) Stats { return s.zip(o, func(a, b uint64) uint64 { return a + b }) }
+
+// Sub returns s minus o, field by field: the counts between two readings.
+func (s Stats) Sub(o Stats) Stats { return s.zip(o, func(a, b uint64) uint64 { return a - b }) }
+
+// zip combines s and o counter by counter.
+func (s Stats) zip(o Stats, f func(a, b uint64) uint64) Stats {
+	a, b := s.counters(), o.counters()
+	for i := range a {
+		*a[i] = f(*a[i], *b[i])
+	}
 	return s
 }
 
-// Sub returns s minus o, field by field: the counts between two readings.
-func (s Stats) Sub(o Stats) Stats {
-	s.RxPackets -= o.RxPackets
-	s.RxBytes -= o.RxBytes
-	s.RxCalls -= o.RxCalls
-	s.RxGROSplits -= o.RxGROSplits
-	s.RxDropped -= o.RxDropped
-	s.TxPackets -= o.TxPackets
-	s.TxBytes -= o.TxBytes
-	s.TxCalls -= o.TxCalls
-	s.TxGSOSends -= o.TxGSOSends
-	s.TxDropped -= o.TxDropped
-	s.Wakeups -= o.Wakeups
-	s.Borrows -= o.Borrows
-	return s
+// counters lists every field of s (TestStatsAddSub checks the list is whole).
+func (s *Stats) counters() []*uint64 {
+	return []*uint64{&s.RxPackets, &s.RxBytes, &s.RxCalls, &s.RxGROSplits, &s.RxDropped,
+		&s.TxPackets, &s.TxBytes, &s.TxCalls, &s.TxGSOSends, &s.TxDropped, &s.Wakeups, &s.Borrows}
 }
 
 // ErrUnavailable wraps every reason a backend cannot run here (kernel too old,

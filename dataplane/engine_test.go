@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,5 +319,13 @@ func TestStatsAddSub(t *testing.T) {
 	}
 	if got := s.Add(o).Sub(s); got != o {
 		t.Fatalf("s + o - s = %+v, want %+v", got, o)
+	}
+	// Every field is a counter Add sums: one left out of the list would
+	// come back unchanged.
+	v := reflect.ValueOf(s.Add(o))
+	for i := range v.NumField() {
+		if got, want := v.Field(i).Uint(), uint64(101*(i+1)); got != want {
+			t.Errorf("Add: %s = %d, want %d", v.Type().Field(i).Name, got, want)
+		}
 	}
 }
