@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/scheduler"
 	"github.com/mxp-dataplane/mxp/transport"
 	"github.com/mxp-dataplane/mxp/wire"
 )
@@ -37,9 +38,10 @@ type Client struct {
 	// request, kept until the handshake says whether the peer took it
 	// (shard goroutine only).
 	resume  bool
-	early   *wire.Message
-	zeroRTT atomic.Bool   // the peer took the first request as 0-RTT data
-	ready   chan struct{} // closed when the handshake completes or fails
+	early   []byte          // encoded, as it went in the hello
+	class   scheduler.Class // early's
+	zeroRTT atomic.Bool     // the peer took the first request as 0-RTT data
+	ready   chan struct{}   // closed when the handshake completes or fails
 	// dialing: Dial waits for ready, counted in the shard's waiting.
 	dialing atomic.Bool
 	err     error // why it failed; set before ready closes
@@ -224,9 +226,7 @@ func (c *Client) redial(oc *outCall, now time.Time) error {
 				conn, err = c.ch.sh.ep.DialResume(c.target.Addr, c.target.Key, t, early, now)
 				if err == nil {
 					oc.early = true
-					m := oc.m
-					m.Payload = append([]byte(nil), oc.m.Payload...)
-					c.early = &m
+					c.early, c.class = early, classOf(oc.m.Type)
 				}
 			}
 		}
@@ -376,7 +376,7 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 			if ev.Conn.EarlyDataAccepted() {
 				c.zeroRTT.Store(true)
 			} else {
-				sh.send(ev.Conn, c.early) // not taken: send it again, now under the new keys
+				sh.sendEncoded(ev.Conn, c.class, c.early) // not taken: send it again, now under the new keys
 			}
 			c.early = nil
 		}

@@ -153,6 +153,13 @@ func (sh *shard) inboxAdd(f fwdMsg, data []byte) {
 	}
 }
 
+// onMessage hands m, which came on c, to the owner, counting it for
+// Receive's yield rule (handed and kept).
+func (sh *shard) onMessage(c *transport.Conn, m *wire.Message) {
+	sh.handed++
+	sh.owner.onMessage(sh, c, m)
+}
+
 // drainInbox sends what other shards forwarded, in order; on the shard.
 func (sh *shard) drainInbox(time.Time) {
 	in := &sh.in
@@ -224,10 +231,7 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 		ccfg := &crypto.Config{Identity: cfg.Identity, Authorize: cfg.Authorize, TicketKeys: ticketKeys, Strike: strike}
 		ep, err := transport.NewEndpoint(transport.Config{
 			Crypto: ccfg, Shard: i, Shards: dcfg.Shards, MaxDatagramSizeFor: maxDgramFor,
-			OnMessage: func(c *transport.Conn, m *wire.Message) {
-				sh.handed++
-				owner.onMessage(sh, c, m)
-			},
+			OnMessage: sh.onMessage,
 		})
 		if err == nil {
 			err = ep.UseHandshakeCaches(cache, h.pool)

@@ -111,7 +111,7 @@ func (sh *shard) deliverEarly(c *transport.Conn, data []byte) {
 			return
 		}
 		sh.h.earlyTaken.Add(1)
-		sh.owner.onMessage(sh, c, &m)
+		sh.onMessage(c, &m)
 		data = data[n:]
 	}
 }
