@@ -50,7 +50,7 @@ func benchHandshake(b *testing.B, cached, pooled bool, parallel ...bool) {
 		b.Fatal(err)
 	}
 	if cached { // first contact pays the static-static DH
-		handshakeWith(b, ic, resp, rc.Identity.Public, 1<<40, nil, nil)
+		handshakeWith(b, ic, resp, rc.Identity.Public, 1<<40)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -102,7 +102,7 @@ func BenchmarkHandshakeResponder(b *testing.B) {
 			}
 			resp, _ := NewResponder(rc)
 			// Warm the caches (first contact pays the static-static DH).
-			handshakeWith(b, ic, resp, rc.Identity.Public, 0, nil, nil)
+			handshakeWith(b, ic, resp, rc.Identity.Public, 0)
 			const pool = 64
 			inis := make([]*Initiator, pool)
 			hellos := make([][]byte, pool)

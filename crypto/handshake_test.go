@@ -402,7 +402,7 @@ func TestTicketResumptionWith0RTT(t *testing.T) {
 	}
 	rc.TicketKeys, rc.Strike = tk, NewStrikeRegister(0)
 	resp, _ := NewResponder(rc)
-	is, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 20, nil, nil)
+	is, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 20)
 	msg, err := rs.NewTicket(t0)
 	if err != nil {
 		t.Fatal(err)
@@ -486,7 +486,7 @@ func TestTicketRejections(t *testing.T) {
 	tk, _ := NewTicketKeys(newDetRand(31), t0, time.Hour)
 	rc.TicketKeys, rc.Strike = tk, NewStrikeRegister(0)
 	resp, _ := NewResponder(rc)
-	is, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 30, nil, nil)
+	is, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 30)
 	issue := func() Ticket {
 		m, err := rs.NewTicket(t0)
 		if err != nil {
@@ -599,8 +599,8 @@ func TestStaticSecretCache(t *testing.T) {
 	ic, rc := testPeers(t)
 	ic.StaticCache, rc.StaticCache = NewStaticSecretCache(0), NewStaticSecretCache(0)
 	resp, _ := NewResponder(rc)
-	a1, b1, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 1, nil, nil)
-	a2, b2, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 2, nil, nil)
+	a1, b1, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 1)
+	a2, b2, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 2)
 	for _, c := range []*StaticSecretCache{ic.StaticCache, rc.StaticCache} {
 		if h, m := c.Stats(); h != 1 || m != 1 {
 			t.Fatalf("cache hits %d misses %d, want 1 and 1", h, m)
@@ -618,7 +618,7 @@ func TestStaticSecretCache(t *testing.T) {
 	}
 	// A different initiator is a different pair.
 	other := &Config{Identity: mustIdentity(t, 88), Rand: newDetRand(89), StaticCache: ic.StaticCache}
-	handshakeWith(t, other, resp, rc.Identity.Public, 3, nil, nil)
+	handshakeWith(t, other, resp, rc.Identity.Public, 3)
 	if h, m := rc.StaticCache.Stats(); h != 1 || m != 2 {
 		t.Fatalf("responder cache hits %d misses %d", h, m)
 	}

@@ -57,34 +57,44 @@ func handshake(t testing.TB, ic, rc *Config, connID uint64) (*Session, *Session,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return handshakeWith(t, ic, resp, rc.Identity.Public, connID, nil, nil)
+	return handshakeWith(t, ic, resp, rc.Identity.Public, connID)
 }
 
-func handshakeWith(t testing.TB, ic *Config, resp *Responder, rpub PublicKey, connID uint64, ticket *Ticket, early []byte) (*Session, *Session, HelloResult) {
+func handshakeWith(t testing.TB, ic *Config, resp *Responder, rpub PublicKey, connID uint64) (*Session, *Session, HelloResult) {
+	t.Helper()
+	r := runHandshake(t, ic, resp, rpub, connID, true)
+	return r.is, r.res.Session, r.res
+}
+
+// handshakeRun is what one handshake put on the wire, and its sessions.
+type handshakeRun struct {
+	hello, fin []byte
+	res        HelloResult // the responder's reply and session
+	is         *Session    // the initiator's
+}
+
+// runHandshake runs a handshake in memory at t0: InitiatorHello,
+// ResponderHello and, if finish, the InitiatorFinish.
+func runHandshake(t testing.TB, ic *Config, resp *Responder, rpub PublicKey, connID uint64, finish bool) handshakeRun {
 	t.Helper()
 	ini, err := NewInitiator(ic, rpub, connID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ticket != nil {
-		if err := ini.UseTicket(ticket, early, t0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hello, err := ini.Hello(t0)
-	if err != nil {
+	var r handshakeRun
+	if r.hello, err = ini.Hello(t0); err != nil {
 		t.Fatal(err)
 	}
-	res, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
-	if err != nil {
+	if r.res, err = resp.HandleInitiatorHello(r.hello, testAddr, t0, false); err != nil {
 		t.Fatalf("responder: %v", err)
 	}
-	is, fin, err := ini.HandleResponderHello(res.Reply, t0)
-	if err != nil {
+	if r.is, r.fin, err = ini.HandleResponderHello(r.res.Reply, t0); err != nil {
 		t.Fatalf("initiator: %v", err)
 	}
-	if err := res.Session.HandleInitiatorFinish(fin); err != nil {
-		t.Fatalf("finish: %v", err)
+	if finish {
+		if err := r.res.Session.HandleInitiatorFinish(r.fin); err != nil {
+			t.Fatalf("finish: %v", err)
+		}
 	}
-	return is, res.Session, res
+	return r
 }

@@ -103,7 +103,7 @@ func TestTicketKeysRotateAutomatically(t *testing.T) {
 	tk, _ := NewTicketKeys(newDetRand(60), t0, time.Hour)
 	rc.TicketKeys, rc.Strike = tk, NewStrikeRegister(4)
 	resp, _ := NewResponder(rc)
-	_, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 1, nil, nil)
+	_, rs, _ := handshakeWith(t, ic, resp, rc.Identity.Public, 1)
 	first := tk.cur.id
 	if _, err := rs.NewTicket(t0.Add(30 * time.Minute)); err != nil || tk.cur.id != first {
 		t.Fatal("rotated too early")

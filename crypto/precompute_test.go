@@ -15,27 +15,9 @@ type transcript struct {
 
 func runTranscript(t *testing.T, ic *Config, resp *Responder, rpub PublicKey, connID uint64) transcript {
 	t.Helper()
-	ini, err := NewInitiator(ic, rpub, connID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	pairLate.Store(0) // with ParallelDH, try the helper (not the adaptive fallback)
-	hello, err := ini.Hello(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is, fin, err := ini.HandleResponderHello(res.Reply, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := res.Session.HandleInitiatorFinish(fin); err != nil {
-		t.Fatal(err)
-	}
-	return transcript{hello, res.Reply, fin, seal(t, is, "i2r"), seal(t, res.Session, "r2i")}
+	r := runHandshake(t, ic, resp, rpub, connID, true)
+	return transcript{r.hello, r.res.Reply, r.fin, seal(t, r.is, "i2r"), seal(t, r.res.Session, "r2i")}
 }
 
 func (a transcript) equal(b transcript) bool {
@@ -496,7 +478,7 @@ func TestResponderStocksOnlyAuthenticatedPeers(t *testing.T) {
 	// Allowed: the initiator's stock appears (met once: nothing precomputed).
 	rc.Authorize = nil
 	resp, _ = NewResponder(rc)
-	handshakeWith(t, ic, resp, rc.Identity.Public, 3, nil, nil)
+	handshakeWith(t, ic, resp, rc.Identity.Public, 3)
 	p.mu.Lock()
 	st := p.findStock(ic.Identity.Public)
 	p.mu.Unlock()
@@ -550,7 +532,8 @@ func TestRefillSignalAfterCriticalPath(t *testing.T) {
 		t.Fatal("responder's pool not signalled after confirmation")
 	}
 	// Confirmation by a 1-RTT packet instead of the Finish signals too.
-	is, rs, _ := handshakeNoFinish(t, ic, resp, rc.Identity.Public, 2)
+	r := runHandshake(t, ic, resp, rc.Identity.Public, 2, false) // no Finish
+	is, rs := r.is, r.res.Session
 	signalled(rc.Ephemerals)
 	if _, err := rs.Open(seal(t, is, "x"), t0); err != nil {
 		t.Fatal(err)
@@ -566,20 +549,4 @@ func TestRefillSignalAfterCriticalPath(t *testing.T) {
 	if !signalled(p) {
 		t.Fatal("an empty pool did not ask for a refill at once")
 	}
-}
-
-// handshakeNoFinish completes a handshake but for the InitiatorFinish.
-func handshakeNoFinish(t *testing.T, ic *Config, resp *Responder, rpub PublicKey, connID uint64) (*Session, *Session, []byte) {
-	t.Helper()
-	ini, _ := NewInitiator(ic, rpub, connID)
-	hello, _ := ini.Hello(t0)
-	res, err := resp.HandleInitiatorHello(hello, testAddr, t0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	is, fin, err := ini.HandleResponderHello(res.Reply, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return is, res.Session, fin
 }
