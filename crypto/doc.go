@@ -7,9 +7,11 @@
 //
 // It turns bytes into bytes and keys: the caller owns sockets, timers and
 // goroutines and passes the current time explicitly wherever time matters.
-// Nothing here logs or reads the clock, and no goroutine outlives a call
-// (the only one started is Config.ParallelDH's helper, off by default, for
-// the duration of one scalar multiplication). Randomness comes
+// Nothing here logs or reads the clock. Goroutines are started only with
+// Config.ParallelDH (off by default): two per pair of DHs, a helper that
+// may run one of them and an empty one that hurries the helper's start; a
+// helper that starts after the caller took its job back ends at once,
+// possibly just after the call returned. Randomness comes
 // from Config.Rand (crypto/rand when nil) so tests can be deterministic.
 //
 // Pieces:

@@ -40,8 +40,7 @@ type x25519Key struct {
 func (k *x25519Key) Bytes() []byte { return append([]byte(nil), k.priv[:]...) }
 
 // newX25519Key makes a key pair from 32 private bytes: one scalar
-// multiplication (the public key), on CIRCL's fixed-base X25519
-// (BenchmarkX25519 compares it with crypto/ecdh's).
+// multiplication (the public key), on CIRCL's fixed-base X25519.
 func newX25519Key(priv []byte) (*x25519Key, error) {
 	if len(priv) != KeySize {
 		return nil, newError(KindInvalidArgument, "X25519 key", errors.New("not 32 bytes"))
@@ -77,8 +76,9 @@ var x25519Rounds, x25519PairsInline atomic.Uint64
 // An all-zero result (a low-order peer key) is an error.
 //
 // It runs on CIRCL's X25519 (constant-time assembly with MULX/ADX where the
-// CPU has them), faster than crypto/ecdh's (BenchmarkX25519). The results
-// are the same (RFC 7748; TestX25519MatchesStdlib).
+// CPU has them); BenchmarkX25519 compares it with x/crypto's
+// curve25519.X25519, which flynn/noise would use. The results are those of
+// crypto/ecdh (RFC 7748; TestX25519MatchesStdlib).
 func x25519DH(k *x25519Key, peer []byte) ([]byte, error) {
 	if len(peer) != KeySize {
 		return nil, newError(KindInvalidArgument, "X25519 public key", errors.New("not 32 bytes"))
@@ -500,16 +500,7 @@ func (d *handshakeDH) peerKey() []byte {
 
 // staticStatic is DH(own static, peer static) through the cache.
 func (d *handshakeDH) staticStatic(peer []byte) ([]byte, error) {
-	k := pairKey(d.id.Public, PublicKey(peer))
-	c := d.cache
-	c.mu.Lock()
-	v, ok := c.m[k]
-	if ok {
-		c.hits++
-	} else {
-		c.misses++
-	}
-	c.mu.Unlock()
+	v, ok := d.cachedStaticStatic(PublicKey(peer))
 	if ok {
 		out := make([]byte, KeySize)
 		copy(out, v[:])
@@ -520,6 +511,6 @@ func (d *handshakeDH) staticStatic(peer []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.pending, d.pendingKey, d.hasPending = [KeySize]byte(out), k, true
+	d.pending, d.pendingKey, d.hasPending = [KeySize]byte(out), pairKey(d.id.Public, PublicKey(peer)), true
 	return out, nil
 }
