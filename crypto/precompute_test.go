@@ -205,10 +205,11 @@ func TestPrecomputedESBoundToPeerAndKey(t *testing.T) {
 	pool.Fill()
 	pool.mu.Lock()
 	first := pool.findStock(peers[0])
+	stocked := first.keys // the stock's own entries, to see them erased
 	evicted := append([]precomputedKey(nil), first.keys...)
 	pool.mu.Unlock()
-	if len(evicted) != 1 {
-		t.Fatalf("first responder's stock holds %d, want 1", len(evicted))
+	if len(evicted) != 1 || evicted[0].dh == ([KeySize]byte{}) {
+		t.Fatalf("first responder's stock holds %d, want 1 with its es", len(evicted))
 	}
 	pool.takeFor(peers[maxPeerStocks]) // evicts peers[0]'s stock
 	pool.mu.Lock()
@@ -217,6 +218,11 @@ func TestPrecomputedESBoundToPeerAndKey(t *testing.T) {
 	pool.mu.Unlock()
 	if !gone || !erased {
 		t.Fatal("the least recently dialled responder's stock was not evicted")
+	}
+	for i := range stocked { // the evicted stock's es values are wiped, not just dropped
+		if stocked[i].dh != ([KeySize]byte{}) || stocked[i].k != nil {
+			t.Fatal("an evicted stock's precomputed es is still in memory")
+		}
 	}
 	if k, es := pool.takeFor(peers[0]); es != nil || k == nil {
 		t.Fatal("es handed out from an evicted stock")
