@@ -180,3 +180,20 @@ func FormatStats(s dataplane.Stats) string {
 	return fmt.Sprintf("rx %d in %d calls (%d GRO splits), tx %d in %d calls (%d GSO sends), dropped rx %d tx %d",
 		s.RxPackets, s.RxCalls, s.RxGROSplits, s.TxPackets, s.TxCalls, s.TxGSOSends, s.RxDropped, s.TxDropped)
 }
+
+// OpenOne opens shard 0 of b on 127.0.0.1 (a free port), closed when the
+// test ends: for tests that drive a ShardConn without an engine.
+func OpenOne(t testing.TB, b dataplane.Backend, cfg dataplane.Config) dataplane.ShardConn {
+	t.Helper()
+	cfg.Addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+	conns, err := b.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return conns[0]
+}

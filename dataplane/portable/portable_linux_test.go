@@ -172,12 +172,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 // second); what else came waits for the next receive, which takes the rest
 // in one batch, nothing lost and in order.
 func TestFirstReceiveAfterIdleTakesOne(t *testing.T) {
-	conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := conns[0]
-	defer c.Close()
+	c := dptest.OpenOne(t, &Backend{}, dataplane.Config{})
 	pkts := make([]dataplane.Packet, 64)
 	if n, err := c.Recv(pkts); n != 0 || err != nil {
 		t.Fatalf("Recv on an empty socket: %d, %v", n, err)
@@ -228,12 +223,7 @@ func TestFirstReceiveAfterIdleTakesOne(t *testing.T) {
 // TxBuffers hands out a few slots after small sends and doubles them while
 // each send takes all it was given, up to the batch.
 func TestTxBuffersFollowTheSends(t *testing.T) {
-	conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(loopback4, 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := conns[0]
-	defer c.Close()
+	c := dptest.OpenOne(t, &Backend{}, dataplane.Config{})
 	dst := c.LocalAddr() // to itself: the datagrams are never read
 	pkts := make([]dataplane.Packet, 64)
 	send := func(k int) {

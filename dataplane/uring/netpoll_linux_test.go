@@ -22,13 +22,7 @@ import (
 // openOne opens one shard on loopback with b and cfg.
 func openOne(t *testing.T, b *Backend, cfg dataplane.Config) *shardConn {
 	t.Helper()
-	cfg.Addr = netip.AddrPortFrom(loopback4, 0)
-	conns, err := b.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conns[0].Close() })
-	return conns[0].(*shardConn)
+	return dptest.OpenOne(t, b, cfg).(*shardConn)
 }
 
 // sendTo sends n datagrams of 100 bytes to dst from a plain socket.
