@@ -158,9 +158,14 @@ type Conn struct {
 	// ticketIssued: the responder queued this connection's ticket (at
 	// 0.5-RTT when it resumed with 0-RTT data, else once confirmed).
 	ticketIssued bool
-	msgOut       [scheduler.NumClasses]*Stream
-	msgIn        map[uint64]*msgReader
-	delivering   []byte // the encoded message OnMessage has (MessageBytes)
+	// lazyAt: control frames are owed that may wait for a packet that goes
+	// out anyway (an answer, an ACK), until then at the latest: the windows
+	// announced for a new connection and for streams the peer opens, a
+	// responder's reset token and ticket. Zero: none wait.
+	lazyAt     time.Time
+	msgOut     [scheduler.NumClasses]*Stream
+	msgIn      map[uint64]*msgReader
+	delivering []byte // the encoded message OnMessage has (MessageBytes)
 
 	stats ConnStats
 }
@@ -254,6 +259,9 @@ func (c *Conn) OpenStream(class scheduler.Class, uni bool) (*Stream, error) {
 	}
 	*next++
 	s := c.newStream(uint64(id), class)
+	if s.sendMax {
+		c.queueControl() // with the StreamOpen frame
+	}
 	c.streamReady(s) // the StreamOpen frame
 	return s, nil
 }
@@ -278,16 +286,13 @@ func (c *Conn) newStream(id uint64, class scheduler.Class) *Stream {
 	c.streams[id] = s
 	c.sched.Register(id, class)
 	receives := !s.Unidirectional() || !c.locallyOpened(id)
-	if receives && s.localMax > InitialStreamWindow {
-		s.sendMax = true // announce our window
-		c.queueControl()
-	}
+	s.sendMax = receives && s.localMax > InitialStreamWindow // announce our window
 	return s
 }
 
 // peerStream returns the stream id the peer refers to, creating it (and
 // reporting it) when the peer opens it.
-func (c *Conn) peerStream(id uint64, class scheduler.Class) (*Stream, error) {
+func (c *Conn) peerStream(id uint64, class scheduler.Class, now time.Time) (*Stream, error) {
 	if s := c.streams[id]; s != nil {
 		return s, nil
 	}
@@ -303,6 +308,11 @@ func (c *Conn) peerStream(id uint64, class scheduler.Class) (*Stream, error) {
 	c.peerStreams++
 	s := c.newStream(id, class)
 	s.openSent = true
+	if s.sendMax {
+		// The peer may send InitialStreamWindow before it hears of ours;
+		// the window goes with the answer or the ACK that follows.
+		c.queueLazy(now)
+	}
 	if !s.Unidirectional() { // unidirectional streams carry messages: no event
 		c.ep.emit(Event{Kind: EventStreamOpened, Conn: c, Stream: s})
 	}
@@ -490,6 +500,7 @@ func (c *Conn) Deadline() time.Time {
 	if c.ackPending > 0 {
 		earliest(c.ackAt)
 	}
+	earliest(c.lazyAt)
 	earliest(c.lossTime)
 	if c.lossTime.IsZero() && c.inFlight > 0 {
 		earliest(c.lastAckElicit.Add(c.pto() << min(c.ptoCount, 10)))
@@ -522,6 +533,10 @@ func (c *Conn) onTimer(now time.Time) {
 	}
 	if c.ackPending > 0 && !now.Before(c.ackAt) {
 		c.ackNow = true
+		c.ep.wantSend(c)
+	}
+	if !c.lazyAt.IsZero() && !now.Before(c.lazyAt) {
+		c.sendLazy()
 		c.ep.wantSend(c)
 	}
 	if !c.lossTime.IsZero() && !now.Before(c.lossTime) {
@@ -622,19 +637,37 @@ func (c *Conn) established(now time.Time) {
 	}
 	c.state = stateEstablished
 	c.hs, c.hsPkt, c.hsNext = nil, nil, time.Time{}
+	// Nothing here needs a packet of its own: the initiator's first
+	// request usually follows its Finish at once, and takes its window
+	// along; the answer takes the responder's (one datagram and one ACK
+	// each way instead of two).
 	if c.localConnMax > InitialConnWindow {
 		c.sendConnMax = true // announce our window
-		c.control = true
+		c.queueLazy(now)
 	}
 	if !c.initiator {
 		c.sendResetToken = true
-		c.control = true
 		if !c.ticketIssued {
 			c.issueTicket(now)
 		}
+		c.queueLazy(now)
 	}
 	c.ep.emit(Event{Kind: EventConnected, Conn: c})
 	c.ep.wantSend(c)
+}
+
+// queueLazy owes control frames that can wait for a packet that goes out
+// anyway, at most MaxAckDelay (as an ACK may).
+func (c *Conn) queueLazy(now time.Time) {
+	if c.lazyAt.IsZero() {
+		c.lazyAt = now.Add(c.cfg.MaxAckDelay)
+	}
+}
+
+// sendLazy ends the wait of lazy control frames: they go in the next packet.
+func (c *Conn) sendLazy() {
+	c.lazyAt = time.Time{}
+	c.control = true
 }
 
 func (c *Conn) handleFrames(p []byte, now time.Time) (ackEliciting bool, err error) {
@@ -655,11 +688,11 @@ func (c *Conn) handleFrames(p []byte, now time.Time) (ackEliciting bool, err err
 			if f.Class >= uint8(scheduler.NumClasses) {
 				return ackEliciting, &CloseError{Code: CodeProtocolViolation, Reason: "bad stream class"}
 			}
-			if _, err := c.streamFor(f.Stream, scheduler.Class(f.Class), true); err != nil {
+			if _, err := c.streamFor(f.Stream, scheduler.Class(f.Class), now); err != nil {
 				return ackEliciting, err
 			}
 		case FrameStreamData:
-			s, err := c.streamFor(f.Stream, scheduler.Bulk, true)
+			s, err := c.streamFor(f.Stream, scheduler.Bulk, now)
 			if err != nil {
 				return ackEliciting, err
 			}
@@ -669,7 +702,7 @@ func (c *Conn) handleFrames(p []byte, now time.Time) (ackEliciting bool, err err
 				}
 			}
 		case FrameStreamFin, FrameStreamReset:
-			s, err := c.streamFor(f.Stream, scheduler.Bulk, true)
+			s, err := c.streamFor(f.Stream, scheduler.Bulk, now)
 			if err != nil {
 				return ackEliciting, err
 			}
@@ -719,12 +752,12 @@ func (c *Conn) handleFrames(p []byte, now time.Time) (ackEliciting bool, err err
 
 // streamFor finds the stream a frame names; peer-initiated streams are
 // created. Data for a stream the peer may not send on is a protocol error.
-func (c *Conn) streamFor(id uint64, class scheduler.Class, receiving bool) (*Stream, error) {
+func (c *Conn) streamFor(id uint64, class scheduler.Class, now time.Time) (*Stream, error) {
 	sid := wire.StreamID(id)
-	if receiving && sid.Kind() == wire.StreamIDUnidirectional && c.locallyOpened(id) {
+	if sid.Kind() == wire.StreamIDUnidirectional && c.locallyOpened(id) {
 		return nil, &CloseError{Code: CodeProtocolViolation, Reason: "data on our unidirectional stream"}
 	}
-	return c.peerStream(id, class)
+	return c.peerStream(id, class, now)
 }
 
 func (c *Conn) readyAll() {
@@ -996,6 +1029,9 @@ func (c *Conn) transmit(buf []byte, now time.Time) []byte {
 	if !canSend && !ackDue {
 		return nil
 	}
+	if !c.lazyAt.IsZero() && canSend && (ackDue || c.control || c.pingDue || c.sched.Len() > 0) {
+		c.sendLazy() // a packet goes out: they ride on it
+	}
 	frames := c.takeFrames()
 	// An ACK rides on every packet that goes out anyway; alone, it waits
 	// until it is due (two ack-eliciting packets, a gap, or the ack delay),
@@ -1087,7 +1123,7 @@ func (c *Conn) fill(p []byte, limit int, frames []sentFrame) ([]byte, []sentFram
 			c.control = true
 		}
 	}
-	for len(c.cryptoOut) > 0 && len(p)+3+len(c.cryptoOut[0]) <= limit {
+	for len(c.cryptoOut) > 0 && c.lazyAt.IsZero() && len(p)+3+len(c.cryptoOut[0]) <= limit {
 		p = appendLenData(p, FrameCrypto, c.cryptoOut[0])
 		c.cryptoOut = c.cryptoOut[1:]
 		c.lastFillElicits = true
@@ -1199,7 +1235,7 @@ func (c *Conn) hasWork(now time.Time) bool {
 	if c.finPkt != nil || c.ackNow || (c.ackPending > 0 && !now.Before(c.ackAt)) {
 		return true
 	}
-	return c.control || c.pingDue || len(c.cryptoOut) > 0 || c.sched.Len() > 0
+	return c.control || c.pingDue || len(c.cryptoOut) > 0 && c.lazyAt.IsZero() || c.sched.Len() > 0
 }
 
 // issueTicket queues a session ticket for the initiator (a responder with

@@ -231,17 +231,23 @@ func TestResumptionWithZeroRTT(t *testing.T) {
 	}
 }
 
-// ticketNet is a testNet whose responder issues tickets and accepts 0-RTT
-// data, after one full handshake that gave the initiator a ticket.
-func ticketNet(t *testing.T, seed uint64) (*testNet, *crypto.Ticket) {
-	t.Helper()
-	tn := newTestNet(t, seed, clean, clean, func(c *Config) {
+// withTickets gives an endpoint ticket keys and a strike register: as a
+// responder it issues tickets and accepts 0-RTT data.
+func withTickets(t *testing.T) func(*Config) {
+	return func(c *Config) {
 		keys, err := crypto.NewTicketKeys(c.Rand, netsim.Epoch, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.Crypto.TicketKeys, c.Crypto.Strike = keys, crypto.NewStrikeRegister(100)
-	})
+	}
+}
+
+// ticketNet is a testNet whose responder issues tickets and accepts 0-RTT
+// data, after one full handshake that gave the initiator a ticket.
+func ticketNet(t *testing.T, seed uint64) (*testNet, *crypto.Ticket) {
+	t.Helper()
+	tn := newTestNet(t, seed, clean, clean, withTickets(t))
 	var ticket *crypto.Ticket
 	tn.a.onEvent = func(ev Event) {
 		if ev.Kind == EventTicket {
