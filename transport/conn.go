@@ -1142,6 +1142,16 @@ func (c *Conn) fill(p []byte, limit int, frames []sentFrame) ([]byte, []sentFram
 		if id == datagramQueue {
 			d := c.datagrams[0]
 			if len(p)+datagramHeaderLen+len(d) > limit {
+				if datagramHeaderLen+len(d) > limit && c.state == stateEstablished {
+					// It fits no packet in the buffers this connection is
+					// given (smaller than the datagram size it was
+					// promised): drop it, as the network may, rather than
+					// hold up the datagrams behind it for good.
+					c.datagrams = c.datagrams[1:]
+					c.stats.DatagramsDropped++
+					c.sched.Sent(id, 0, len(c.datagrams) > 0)
+					continue
+				}
 				break // next packet
 			}
 			p = appendLenData(p, FrameDatagram, d)

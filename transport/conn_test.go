@@ -79,6 +79,30 @@ func TestLargestMessage(t *testing.T) {
 	t.Logf("16 MiB over a 2%%-loss link: %+v", ca.Stats())
 }
 
+// A datagram that fits no packet in the buffers Transmit is given (a
+// backend's buffers smaller than the datagram size the connection was
+// promised) is dropped and counted, and the datagrams behind it still go.
+func TestDatagramLargerThanTheBuffersIsDropped(t *testing.T) {
+	tn := newTestNet(t, 4, clean, clean, nil)
+	ca, _ := tn.dial()
+	small := ca.maxDgram - 200
+	for i := range tn.a.pkts {
+		tn.a.pkts[i].Buf = make([]byte, 0, small)
+	}
+	for _, size := range []int{ca.MaxDatagramPayload(), 10} {
+		if err := ca.SendDatagram(make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tn.sim.Wake(tn.a.addr)
+	if !tn.sim.RunUntil(func() bool { return len(tn.b.dgrams) == 1 }, time.Second) || len(tn.b.dgrams[0]) != 10 {
+		t.Fatalf("got %d datagrams, want the small one behind the big one", len(tn.b.dgrams))
+	}
+	if d := ca.Stats().DatagramsDropped; d != 1 {
+		t.Fatalf("dropped %d, want 1", d)
+	}
+}
+
 func TestDatagrams(t *testing.T) {
 	tn := newTestNet(t, 4, clean, clean, func(c *Config) { c.DatagramQueue = 8 })
 	ca, _ := tn.dial()
