@@ -245,8 +245,24 @@ func (a *Agent) Start(ctx context.Context) error {
 	case <-wait:
 		return nil
 	case <-ctx.Done():
+		state := "the agent's shard did not answer"
+		a.sh.doWait(func(time.Time) { state = a.connState() })
 		a.Close()
-		return fmt.Errorf("mesh: registering with %v: %w", a.target.Addr, ctx.Err())
+		return fmt.Errorf("mesh: registering with %v (%s): %w", a.target.Addr, state, ctx.Err())
+	}
+}
+
+// connState says how far the connection to the node got, for a
+// registration that timed out. Shard goroutine only.
+func (a *Agent) connState() string {
+	switch c := a.conn; {
+	case c == nil:
+		return "not connected, dialling again"
+	case !c.Established():
+		return "the node has not answered the handshake"
+	default:
+		s := c.Stats()
+		return fmt.Sprintf("connected, the registration not acknowledged: %d packets sent, %d received", s.PacketsSent, s.PacketsReceived)
 	}
 }
 

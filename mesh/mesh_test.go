@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -381,5 +383,31 @@ func TestDirectCallFailsWhenPeerCloses(t *testing.T) {
 		t.Logf("failed %v after the peer closed", time.Since(began).Round(time.Millisecond))
 	case <-time.After(5 * time.Second):
 		t.Fatal("the call still waits 5 s after its peer closed")
+	}
+}
+
+// An agent whose node does not answer says so when its Start gives up: the
+// error names how far the connection got, not only the deadline.
+func TestStartSaysWhyItCouldNotRegister(t *testing.T) {
+	id, err := crypto.GenerateIdentity(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A UDP socket that reads nothing stands in for a node that is down.
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	url := FormatURL(id.Public, silent.LocalAddr().(*net.UDPAddr).AddrPort(), wire.UUID{})
+	a, err := NewAgent(AgentConfig{Name: "lonely", Node: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = a.Start(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "has not answered the handshake") {
+		t.Fatalf("Start: %v", err)
 	}
 }
