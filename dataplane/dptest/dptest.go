@@ -59,9 +59,11 @@ func (e *Echo) Transmit(out []dataplane.Packet, _ time.Time) int {
 		out[i].Buf = append(out[i].Buf[:0], e.pending[i].Buf...)
 		out[i].Addr = e.pending[i].Addr
 	}
-	e.pending = e.pending[n:]
+	// Keep the arrays (a resliced pending would lose its front for good and
+	// allocate again): what is left moves down.
+	e.pending = e.pending[:copy(e.pending, e.pending[n:])]
 	if len(e.pending) == 0 {
-		e.pending, e.store = e.pending[:0], e.store[:0]
+		e.store = e.store[:0]
 	}
 	return n
 }
