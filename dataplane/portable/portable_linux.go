@@ -62,8 +62,9 @@ func (b *Backend) Notes() []string {
 	return []string{b.note}
 }
 
-// Open binds cfg.Shards sockets to cfg.Addr with SO_REUSEPORT, and with more
-// than one shard attaches the steering the Backend's Steering asks for.
+// Open binds cfg.Shards sockets to cfg.Addr (with SO_REUSEPORT when there
+// are several), and with more than one shard attaches the steering the
+// Backend's Steering asks for.
 func (b *Backend) Open(cfg dataplane.Config) ([]dataplane.ShardConn, error) {
 	cfg = cfg.WithDefaults()
 	addr := cfg.Addr
@@ -139,7 +140,7 @@ func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
 func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shardConn, err error) {
-	sock, err := udpsock.Open(addr, udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO})
+	sock, err := udpsock.Open(addr, udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO, Shared: cfg.Shards > 1})
 	if err != nil {
 		return nil, err
 	}

@@ -1,11 +1,15 @@
 package portable
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/dptest"
@@ -266,4 +270,36 @@ func TestTxBuffersFollowTheSends(t *testing.T) {
 		}
 	}
 	send(0)
+}
+
+// Shards share their port through SO_REUSEPORT; a single shard's socket is
+// opened without it: a socket that asks for SO_REUSEPORT can join the
+// shards' port only when there are several.
+func TestReusePortOnlyForSeveralShards(t *testing.T) {
+	for _, shards := range []int{1, 2} {
+		conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.MustParseAddrPort("127.0.0.1:0"), Shards: shards})
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := conns[0].LocalAddr()
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		c, err := lc.ListenPacket(context.Background(), "udp", local.String())
+		if err == nil {
+			c.Close()
+		}
+		for _, sc := range conns {
+			sc.Close()
+		}
+		if joined := err == nil; joined != (shards > 1) {
+			t.Fatalf("%d shards on %v: another SO_REUSEPORT socket joined them: %v (%v)", shards, local, joined, err)
+		}
+	}
 }

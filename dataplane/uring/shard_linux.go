@@ -86,7 +86,7 @@ func openShard(cfg dataplane.Config, addr netip.AddrPort, b *Backend) (c *shardC
 	// A blocking socket and eventfd: io_uring issues every operation
 	// without blocking and waits by polling; O_NONBLOCK would make the
 	// eventfd read complete at once with EAGAIN instead.
-	s, err := udpsock.Open(addr, udpsock.Options{Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO})
+	s, err := udpsock.Open(addr, udpsock.Options{Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO, Shared: cfg.Shards > 1})
 	if err != nil {
 		return nil, err
 	}

@@ -73,8 +73,9 @@ func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
 	return sc.features, true
 }
 
-// Open binds cfg.Shards sockets to cfg.Addr with SO_REUSEPORT, each with its
-// ring, and with more than one shard attaches the steering asked for.
+// Open binds cfg.Shards sockets to cfg.Addr (with SO_REUSEPORT when there
+// are several), each with its ring, and with more than one shard attaches
+// the steering asked for.
 func (b *Backend) Open(cfg dataplane.Config) ([]dataplane.ShardConn, error) {
 	cfg = cfg.WithDefaults()
 	addr := cfg.Addr

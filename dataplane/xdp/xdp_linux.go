@@ -556,7 +556,7 @@ func newShard(cfg dataplane.Config, idx int, addr netip.AddrPort, g *group) (c *
 	}()
 	// The fallback socket: plain UDP (no GSO or GRO: it carries what the
 	// XDP program passes, a datagram at a time), dual-stack on [::].
-	sock, err := udpsock.Open(netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: true, DisableGRO: true})
+	sock, err := udpsock.Open(netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()), udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: true, DisableGRO: true, Shared: true})
 	if err != nil {
 		return nil, err
 	}

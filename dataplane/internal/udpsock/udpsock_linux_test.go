@@ -8,16 +8,29 @@ import (
 )
 
 func TestOpenSharesAPort(t *testing.T) {
-	a, err := Open(netip.MustParseAddrPort("127.0.0.1:0"), Options{Nonblock: true, Buffer: 1 << 20})
+	a, err := Open(netip.MustParseAddrPort("127.0.0.1:0"), Options{Nonblock: true, Buffer: 1 << 20, Shared: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(a.FD)
-	b, err := Open(a.Local, Options{Buffer: 1 << 20})
+	b, err := Open(a.Local, Options{Buffer: 1 << 20, Shared: true})
 	if err != nil {
 		t.Fatalf("second socket on %v: %v", a.Local, err)
 	}
 	defer unix.Close(b.FD)
+	// A socket not Shared keeps its port: neither a shared socket nor a
+	// plain one binds it.
+	alone, err := Open(netip.MustParseAddrPort("127.0.0.1:0"), Options{Nonblock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(alone.FD)
+	for _, shared := range []bool{true, false} {
+		if c, err := Open(alone.Local, Options{Shared: shared}); err == nil {
+			unix.Close(c.FD)
+			t.Fatalf("a socket (shared %v) bound %v, which a socket opened alone holds", shared, alone.Local)
+		}
+	}
 	if a.Local.Port() == 0 || b.Local != a.Local || a.V6 {
 		t.Fatalf("bound %v and %v", a.Local, b.Local)
 	}
