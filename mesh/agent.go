@@ -245,8 +245,13 @@ func (a *Agent) Start(ctx context.Context) error {
 	case <-wait:
 		return nil
 	case <-ctx.Done():
-		state := "the agent's shard did not answer"
-		a.sh.doWait(func(time.Time) { state = a.connState() })
+		// Read on the shard; a shard that does not run it within doWait's
+		// second may still run it later, so its result is read only when
+		// doWait says it ran.
+		state, got := "the agent's shard did not answer", ""
+		if a.sh.doWait(func(time.Time) { got = a.connState() }) {
+			state = got
+		}
 		a.Close()
 		return fmt.Errorf("mesh: registering with %v (%s): %w", a.target.Addr, state, ctx.Err())
 	}
