@@ -18,18 +18,16 @@ func TestOpenSharesAPort(t *testing.T) {
 		t.Fatalf("second socket on %v: %v", a.Local, err)
 	}
 	defer unix.Close(b.FD)
-	// A socket not Shared keeps its port: neither a shared socket nor a
-	// plain one binds it.
+	// A socket not Shared keeps its port: a shared one cannot join it (a
+	// plain one never could, whatever the first socket asked).
 	alone, err := Open(netip.MustParseAddrPort("127.0.0.1:0"), Options{Nonblock: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(alone.FD)
-	for _, shared := range []bool{true, false} {
-		if c, err := Open(alone.Local, Options{Shared: shared}); err == nil {
-			unix.Close(c.FD)
-			t.Fatalf("a socket (shared %v) bound %v, which a socket opened alone holds", shared, alone.Local)
-		}
+	if c, err := Open(alone.Local, Options{Shared: true}); err == nil {
+		unix.Close(c.FD)
+		t.Fatalf("a shared socket bound %v, which a socket opened alone holds", alone.Local)
 	}
 	if a.Local.Port() == 0 || b.Local != a.Local || a.V6 {
 		t.Fatalf("bound %v and %v", a.Local, b.Local)
