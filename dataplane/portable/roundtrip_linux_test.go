@@ -38,7 +38,7 @@ func (o *oneShot) Deadline() time.Time { return time.Time{} }
 type engineRoundTrip struct {
 	cli  *dataplane.Engine
 	o    *oneShot
-	want int64
+	next int64 // the echo count once the datagram in flight is back
 	done func() bool
 	lent int
 }
@@ -58,7 +58,7 @@ func newEngineRoundTrip(tb testing.TB, size int) *engineRoundTrip {
 	}
 	tb.Cleanup(func() { cli.Stop() })
 	rt := &engineRoundTrip{cli: cli, o: o}
-	rt.done = func() bool { return o.got.Load() >= rt.want } // made once, as the mesh's are
+	rt.done = func() bool { return o.got.Load() >= rt.next } // made once, as the mesh's are
 	return rt
 }
 
@@ -66,7 +66,7 @@ func newEngineRoundTrip(tb testing.TB, size int) *engineRoundTrip {
 // its echo by running the shard's turns (Await), or, when the shard did
 // not lend its wait, by polling.
 func (rt *engineRoundTrip) once(tb testing.TB) {
-	rt.want = rt.o.got.Load() + 1
+	rt.next = rt.o.got.Load() + 1
 	rt.o.want.Store(true)
 	if !rt.cli.TryTurn(0) {
 		rt.cli.Wake(0)
