@@ -143,25 +143,46 @@ func (c *shardConn) receive(n int) (bool, error) {
 	if c.rxIdle {
 		n = 1
 	}
-	got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	got, errno := r.recv(c.fd, n)
 	switch errno {
 	case 0:
 	case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
 		c.rxFull, c.rxIdle = false, true
 		return false, nil
 	default:
-		return false, os.NewSyscallError("recvmmsg", errno)
+		name := "recvmmsg"
+		if n == 1 {
+			name = "recvmsg"
+		}
+		return false, os.NewSyscallError(name, errno)
 	}
 	// A full batch may have left more behind; a one-message receive
 	// after an idle spell is left to Wait's read.
-	c.rxFull = int(got) == n && !c.rxIdle
+	c.rxFull = got == n && !c.rxIdle
 	c.rxIdle = false
-	r.got, r.msg, r.off, r.dirty = int(got), 0, 0, int(got)
+	r.got, r.msg, r.off, r.dirty = got, 0, 0, got
 	c.stats.RxCalls.Add(1)
 	if r.got > 0 {
 		r.startMessage(c)
 	}
 	return r.got > 0, nil
+}
+
+// recv receives up to n datagrams into the batch's first headers without
+// blocking. One datagram is a recvmsg: recvmmsg's own loop and per-message
+// bookkeeping cost more than the system call's difference (~0.1 µs per
+// receive here), and a lone datagram is the common case it is asked for.
+func (r *rxState) recv(fd, n int) (int, unix.Errno) {
+	if n == 1 {
+		k, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.hdrs[0].Hdr)), unix.MSG_DONTWAIT)
+		if errno != 0 {
+			return 0, errno
+		}
+		r.hdrs[0].Len = uint32(k)
+		return 1, 0
+	}
+	got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	return int(got), errno
 }
 
 // peek reports whether the socket may have something for receive: a
@@ -256,7 +277,7 @@ func (c *shardConn) TxBuffers(pkts []dataplane.Packet) int {
 }
 
 // Send builds one message per GSO run (or per datagram without GSO) and
-// sends them with sendmmsg.
+// sends them with sendmmsg (a lone datagram with sendto).
 func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	pkts = pkts[:min(len(pkts), len(c.tx.hdrs))]
 	switch t := &c.tx; {
@@ -270,11 +291,11 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	t := &c.tx
 	sent, bytes, gsoSends := 0, 0, 0
 	for done := 0; done < m; {
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&t.hdrs[done])), uintptr(m-done), 0, 0, 0)
+		r, errno := t.send(c.fd, done, m)
 		c.stats.TxCalls.Add(1)
 		switch errno {
 		case 0:
-			for _, sp := range t.spans[done : done+int(r)] {
+			for _, sp := range t.spans[done : done+r] {
 				sent += sp.end - sp.start
 				if sp.end-sp.start > 1 {
 					gsoSends++
@@ -283,7 +304,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 					bytes += len(q.Buf)
 				}
 			}
-			done += int(r)
+			done += r
 		case unix.EINTR:
 		case unix.EAGAIN:
 			if !c.waitWritable() {
@@ -316,6 +337,24 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	}
 	c.account(sent, bytes, gsoSends, dropped)
 	return sent, nil
+}
+
+// send sends messages [done, m) of the built batch and returns how many
+// went. A lone datagram (no GSO run) is a sendto: without sendmmsg's
+// message header and iovec to copy in, it costs ~0.2 µs less here, and a
+// reply or request sent alone is the common case.
+func (t *txState) send(fd, done, m int) (int, unix.Errno) {
+	if sp := t.spans[done]; m-done == 1 && sp.end-sp.start == 1 {
+		h, iov := &t.hdrs[done].Hdr, &t.iovs[sp.start]
+		_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(iov.Base)), uintptr(iov.Len), 0,
+			uintptr(unsafe.Pointer(h.Name)), uintptr(h.Namelen))
+		if errno != 0 {
+			return 0, errno
+		}
+		return 1, 0
+	}
+	r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&t.hdrs[done])), uintptr(m-done), 0, 0, 0)
+	return int(r), errno
 }
 
 func (c *shardConn) account(sent, bytes, gsoSends, dropped int) {

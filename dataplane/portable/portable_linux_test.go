@@ -303,3 +303,93 @@ func TestReusePortOnlyForSeveralShards(t *testing.T) {
 		}
 	}
 }
+
+// A lone datagram goes out with sendto and, after an idle spell, comes in
+// with recvmsg rather than the batch calls: its bytes, its source address,
+// and a datagram too long for MaxDatagram (dropped and counted, as the
+// batch receive does, with or without GRO) all come through the same.
+func TestLoneDatagrams(t *testing.T) {
+	for _, cfg := range []dataplane.Config{{}, {DisableGRO: true, DisableGSO: true}} {
+		t.Run(fmt.Sprintf("gro=%v", !cfg.DisableGRO), func(t *testing.T) {
+			c := dptest.OpenOne(t, &Backend{}, cfg)
+			peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+
+			tx := make([]dataplane.Packet, 8)
+			buf := make([]byte, 2048)
+			for i, size := range []int{0, 1, 1472} {
+				if n := c.TxBuffers(tx); n == 0 {
+					t.Fatal("no send slot")
+				}
+				tx[0].Buf = tx[0].Buf[:size]
+				if size >= 8 {
+					dptest.FillPattern(tx[0].Buf, uint64(i))
+				}
+				tx[0].Addr = peerAddr
+				if n, err := c.Send(tx[:1]); n != 1 || err != nil {
+					t.Fatalf("Send of %d bytes: %d, %v", size, n, err)
+				}
+				peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, from, err := peer.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if from != c.LocalAddr() || n != size {
+					t.Fatalf("got %d bytes from %v, want %d from %v", n, from, size, c.LocalAddr())
+				}
+				if size >= 8 {
+					if seq, err := dptest.CheckPattern(buf[:n], size); err != nil || seq != uint64(i) {
+						t.Fatalf("datagram %d: seq %d, %v", i, seq, err)
+					}
+				}
+			}
+			if s := c.Stats(); s.TxCalls != 3 || s.TxPackets != 3 || s.TxDropped != 0 {
+				t.Errorf("after three lone sends: %s", dptest.FormatStats(s))
+			}
+
+			rx := make([]dataplane.Packet, 64)
+			if n, err := c.Recv(rx); n != 0 || err != nil { // idle: the next receive asks for one
+				t.Fatalf("Recv on an empty socket: %d, %v", n, err)
+			}
+			dst := net.UDPAddrFromAddrPort(c.LocalAddr())
+			for _, size := range []int{1600, 0, 700} { // 1600 > MaxDatagram (1500)
+				if _, err := peer.WriteToUDP(make([]byte, size), dst); err != nil {
+					t.Fatal(err)
+				}
+				var got []dataplane.Packet
+				for end := time.Now().Add(2 * time.Second); len(got) == 0 && time.Now().Before(end); {
+					if err := c.Wait(time.Now().Add(50 * time.Millisecond)); err != nil {
+						t.Fatal(err)
+					}
+					n, err := c.Recv(rx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, rx[:n]...)
+					for _, p := range rx[:n] {
+						if p.Addr != peerAddr || len(p.Buf) != size {
+							t.Fatalf("received %d bytes from %v, want %d from %v", len(p.Buf), p.Addr, size, peerAddr)
+						}
+					}
+					c.Release(rx[:n])
+					if size > 1500 && c.Stats().RxDropped == 1 {
+						break
+					}
+				}
+				switch {
+				case size > 1500 && len(got) != 0:
+					t.Fatalf("a %d-byte datagram was handed out", size)
+				case size <= 1500 && len(got) != 1:
+					t.Fatalf("%d-byte datagram: received %d", size, len(got))
+				}
+			}
+			if s := c.Stats(); s.RxDropped != 1 || s.RxPackets != 2 {
+				t.Errorf("after one long and two lone datagrams: %s", dptest.FormatStats(s))
+			}
+		})
+	}
+}
