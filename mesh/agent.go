@@ -328,27 +328,26 @@ func (a *Agent) register(now time.Time) {
 		return
 	}
 	rec := wire.AgentRecord{ID: a.cfg.ID, Name: a.cfg.Name, Capabilities: a.cfg.Capabilities, Endpoint: a.endpoint()}
-	oc := &outCall{ch: make(chan wire.Message, 1)}
+	oc := &outCall{ch: make(chan struct{}, 1)}
 	oc.m = wire.Message{Type: wire.TypeAgentRegister, MessageID: a.nextID.Add(1), TraceID: traceFor(context.Background()), Payload: encodePayload(&wire.AgentRegister{AgentRecord: rec})}
 	a.pmu.Lock()
 	a.addPending(oc)
 	a.pmu.Unlock()
 	a.sh.send(a.conn, &oc.m)
 	go func() {
-		select {
-		case m := <-oc.ch:
-			if m.Type == wire.TypeAck {
-				a.nRegistrations.Add(1)
-				a.mu.Lock()
-				waits := a.regWait
-				a.regWait = nil
-				a.mu.Unlock()
-				a.registered.Store(true)
-				for _, w := range waits {
-					close(w)
-				}
+		if !oc.block(a.stop) {
+			return
+		}
+		if m := oc.reply; !oc.failed && m.Type == wire.TypeAck {
+			a.nRegistrations.Add(1)
+			a.mu.Lock()
+			waits := a.regWait
+			a.regWait = nil
+			a.mu.Unlock()
+			a.registered.Store(true)
+			for _, w := range waits {
+				close(w)
 			}
-		case <-a.stop:
 		}
 	}()
 }

@@ -31,20 +31,32 @@ type caller struct {
 // outCall is one request waiting for its reply.
 type outCall struct {
 	cl     *caller
-	failed atomic.Bool // the request failed before a reply (ch is closed)
-	led    atomic.Bool // its caller runs the shard's turns (await): deliver readies no goroutine
-	early  bool        // route sent it as 0-RTT data in a handshake (shard goroutine only)
-	doneFn func() bool // done, made once
+	state  atomic.Int32 // ocWaiting, ocBlocked, ocDone: see finish
+	led    atomic.Bool  // its caller runs the shard's turns (await): deliver readies no goroutine
+	early  bool         // route sent it as 0-RTT data in a handshake (shard goroutine only)
+	doneFn func() bool  // done, made once
 	m      wire.Message
 	via    wire.UUID       // for route: the agent to send to directly; zero: the node
 	conn   *transport.Conn // what it went out on (shard goroutine only)
-	ch     chan wire.Message
-	buf    []byte // m.Payload's storage
+	buf    []byte          // m.Payload's storage
 	runFn  func(time.Time)
+	// reply and failed are what ended the request (finish), the caller's
+	// to read once state is ocDone.
+	reply  wire.Message
+	failed bool          // the request failed before a reply
+	ch     chan struct{} // finish's signal to a caller blocked on it (ocBlocked)
 }
 
+// An outCall's state: whether its caller will look for the end of the
+// request itself or block until told.
+const (
+	ocWaiting int32 = iota // the caller polls done (in await) or has not looked yet
+	ocBlocked              // the caller blocks on ch: finish signals it
+	ocDone                 // finished: reply and failed are set
+)
+
 var outCallPool = sync.Pool{New: func() any {
-	oc := &outCall{ch: make(chan wire.Message, 1)}
+	oc := &outCall{ch: make(chan struct{}, 1)}
 	oc.runFn, oc.doneFn = oc.run, oc.done
 	return oc
 }}
@@ -67,16 +79,40 @@ func (oc *outCall) run(now time.Time) {
 	cl.pmu.Unlock()
 }
 
-// fail closes oc's channel: the request failed before a reply.
-func (oc *outCall) fail() {
-	oc.failed.Store(true)
-	close(oc.ch)
+// fail ends oc: the request failed before a reply.
+func (oc *outCall) fail() { oc.finish(wire.Message{}, true) }
+
+// finish ends oc with its reply or failure, once (by whoever took it out of
+// the pending table). A caller that polls (await) sees it in done; one
+// blocked on ch gets a signal. A caller running the shard's turns itself
+// is so handed its reply without a channel's lock and copy. After the
+// state changes from ocWaiting, oc may be back in the pool: finish does not
+// touch it again.
+func (oc *outCall) finish(reply wire.Message, failed bool) {
+	oc.reply, oc.failed = reply, failed
+	if oc.state.Swap(ocDone) == ocBlocked {
+		oc.ch <- struct{}{}
+	}
+}
+
+// block waits until oc finishes or stop closes, and reports whether it
+// finished. A caller that gets false has oc still pending: if it takes it
+// out of the pending table itself, nothing will finish it; otherwise
+// finish is running and its signal is on the way (take it with <-oc.ch).
+func (oc *outCall) block(stop <-chan struct{}) bool {
+	if !oc.state.CompareAndSwap(ocWaiting, ocBlocked) {
+		return true // finished already
+	}
+	select {
+	case <-oc.ch:
+		return true
+	case <-stop:
+		return false
+	}
 }
 
 // done reports whether oc's reply came or it failed (await's condition).
-// The reply's send is not marked otherwise: an atomic store there, on a
-// line the caller's CPU owns, costs every call a cache-line transfer.
-func (oc *outCall) done() bool { return len(oc.ch) > 0 || oc.failed.Load() }
+func (oc *outCall) done() bool { return oc.state.Load() == ocDone }
 
 // addPending and dropPending keep the pending table (pmu held), and count
 // the caller on its shard (shard.waiting) while it has any: once per
@@ -105,7 +141,7 @@ func (oc *outCall) release() {
 	if cap(buf) > 64<<10 {
 		buf = nil
 	}
-	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn, doneFn: oc.doneFn}
+	*oc = outCall{ch: oc.ch, buf: buf, runFn: oc.runFn, doneFn: oc.doneFn} // state ocWaiting
 	outCallPool.Put(oc)
 }
 
@@ -129,27 +165,27 @@ func (cl *caller) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
 	alone := len(cl.pending) == 1
 	cl.pmu.Unlock()
 	cl.sh.do(oc.runFn)
-	if alone && cl.sh.await(ctx, oc.doneFn, &oc.led) {
-		r, ok := <-oc.ch
-		return cl.reply(oc, r, ok)
+	if alone && cl.sh.await(ctx, oc.doneFn, &oc.led) || oc.block(ctx.Done()) {
+		return cl.reply(oc)
 	}
-	select {
-	case r, ok := <-oc.ch:
-		return cl.reply(oc, r, ok)
-	case <-ctx.Done():
-		cl.pmu.Lock()
-		if cl.pending[oc.m.MessageID] == oc {
-			cl.dropPending(oc.m.MessageID)
-		}
-		cl.pmu.Unlock()
+	cl.pmu.Lock()
+	mine := cl.pending[oc.m.MessageID] == oc
+	if mine {
+		cl.dropPending(oc.m.MessageID)
+	}
+	cl.pmu.Unlock()
+	if mine {
 		return wire.Message{}, ctx.Err() // oc may still be queued: not reused
 	}
+	<-oc.ch // its reply or failure came as ctx ended: finish is signalling
+	return cl.reply(oc)
 }
 
-// reply returns what oc's channel gave: the reply (oc goes back to the
-// pool), or, closed, the request's failure.
-func (cl *caller) reply(oc *outCall, r wire.Message, ok bool) (wire.Message, error) {
-	if !ok { // failed before a reply: the channel is closed, drop oc
+// reply returns how oc ended: its reply (oc goes back to the pool), or
+// the request's failure (oc is dropped).
+func (cl *caller) reply(oc *outCall) (wire.Message, error) {
+	r := oc.reply
+	if oc.failed {
 		if cl.closed.Load() {
 			return r, ErrClosed
 		}
@@ -227,7 +263,7 @@ func (cl *caller) deliver(id uint64, m *wire.Message) bool {
 	if oc.led.Load() {
 		cl.sh.kept++
 	}
-	oc.ch <- cp
+	oc.finish(cp, false)
 	return true
 }
 
