@@ -85,7 +85,7 @@ func borrow(t *testing.T, e *Engine, done func() bool, until time.Time) bool {
 func tryBorrow(e *Engine, done func() bool, until time.Time) (ok, borrowed bool) {
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
 		b0 := e.Stats().Borrows
-		ok := e.Await(0, done, until)
+		ok := e.Await(0, done, until, time.Time{})
 		if e.Stats().Borrows > b0 {
 			return ok, true
 		}
@@ -163,7 +163,7 @@ func TestLenderRefuses(t *testing.T) {
 	// Ask often (as tryBorrow does): a wait lent by mistake would be free
 	// only until the shard takes it back, LendFor later.
 	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
-		if e.Await(0, func() bool { return true }, time.Time{}) {
+		if e.Await(0, func() bool { return true }, time.Time{}, time.Time{}) {
 			t.Fatal("Await borrowed a wait its handler refused to lend")
 		}
 		c.Wake() // a turn, after which the shard would lend
@@ -200,7 +200,7 @@ func TestAwaitNeedsALendableBackend(t *testing.T) {
 	}
 	// Lends is fixed at Start, and Await returns at once when it is false:
 	// asking once says what asking again would.
-	if e.Await(0, func() bool { return true }, time.Time{}) {
+	if e.Await(0, func() bool { return true }, time.Time{}, time.Time{}) {
 		t.Fatal("Await on a backend that is not Lendable")
 	}
 	if e.Stats().Borrows != 0 {

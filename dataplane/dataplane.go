@@ -70,8 +70,11 @@ type ShardConn interface {
 	// and counted, as UDP may.
 	Send(pkts []Packet) (int, error)
 	// Wait blocks until a datagram may be ready, Wake is called, or the
-	// deadline passes (the zero time: no deadline).
-	Wait(deadline time.Time) error
+	// deadline passes (the zero time: no deadline). now is the caller's
+	// latest reading of the clock, taken just before (the zero time: none):
+	// a backend measures the deadline against it rather than reading the
+	// clock again (a few tens of ns, twice per round trip).
+	Wait(deadline, now time.Time) error
 	// Wake makes a current or next Wait return. Safe from any goroutine.
 	Wake()
 	// LocalAddr is the bound address (with the port chosen when 0 was asked).

@@ -173,9 +173,11 @@ func (e *Engine) TryTurn(i int) bool {
 //
 // done is called after each turn, with the turn lock held, and once
 // before the first wait without it (so it must not need the lock: an
-// atomic, a channel's length). A caller that leaves others waiting for the
-// shard should Wake it after Await returns.
-func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
+// atomic, a channel's length). now is the caller's latest reading of the
+// clock (the zero time: none), for the first wait (ShardConn.Wait). A
+// caller that leaves others waiting for the shard should Wake it after
+// Await returns.
+func (e *Engine) Await(i int, done func() bool, until, now time.Time) bool {
 	t := &e.turns[i]
 	if !t.lendable {
 		return false
@@ -203,7 +205,7 @@ func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 		if w := t.waitAt.Load(); w != 0 && (dl.IsZero() || w < dl.UnixNano()) {
 			dl = time.Unix(0, w)
 		}
-		if err := c.Wait(dl); err != nil {
+		if err := c.Wait(dl, now); err != nil {
 			if !e.stop.Load() {
 				e.fail(i, err)
 			}
@@ -243,7 +245,7 @@ func (e *Engine) Await(i int, done func() bool, until time.Time) bool {
 			}
 		}
 		if dl.IsZero() || dl.After(now) {
-			if err := c.Wait(dl); err != nil {
+			if err := c.Wait(dl, now); err != nil {
 				if !e.stop.Load() {
 					e.fail(i, err)
 				}
@@ -408,7 +410,7 @@ func (e *Engine) runShard(i int) {
 			continue
 		}
 		if dl.IsZero() || dl.After(now) {
-			if err := c.Wait(dl); err != nil {
+			if err := c.Wait(dl, now); err != nil {
 				e.fail(i, err)
 				return
 			}

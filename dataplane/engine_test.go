@@ -74,7 +74,7 @@ func (c *memConn) Send(pkts []Packet) (int, error) {
 	return len(pkts), nil
 }
 
-func (c *memConn) Wait(deadline time.Time) error {
+func (c *memConn) Wait(deadline, _ time.Time) error {
 	c.waits.Add(1)
 	var timeout <-chan time.Time
 	if !deadline.IsZero() {

@@ -368,14 +368,15 @@ func (sh *shard) await(ctx context.Context, done func() bool, led *atomic.Bool) 
 	if e == nil || sh.waiting.Load() != 1 || !e.Lends(sh.idx) {
 		return false
 	}
-	until := time.Now().Add(awaitSlice)
+	now := time.Now()
+	until := now.Add(awaitSlice)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
 		until = dl
 	}
 	if led != nil {
 		led.Store(true)
 	}
-	ok := e.Await(sh.idx, done, until)
+	ok := e.Await(sh.idx, done, until, now)
 	if led != nil {
 		led.Store(false)
 	}

@@ -190,12 +190,17 @@ func (c *shardConn) Lendable() bool { return c.park != nil }
 func (c *shardConn) ThreadAffine() bool { return c.park == nil }
 
 // Wait blocks until the socket is readable, Wake is called, or the deadline passes.
-func (c *shardConn) Wait(deadline time.Time) error {
+func (c *shardConn) Wait(deadline, now time.Time) error {
 	if c.park != nil {
-		return c.waitNetpoll(deadline)
+		return c.waitNetpoll(deadline, now)
 	}
-	if !deadline.IsZero() && !time.Now().Before(deadline) {
-		return nil
+	if !deadline.IsZero() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if !now.Before(deadline) {
+			return nil
+		}
 	}
 	fds := [2]unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}, {Fd: int32(c.wakeFD), Events: unix.POLLIN}}
 	c.stats.Wakeups.Add(1)
@@ -211,7 +216,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 // waitNetpoll parks in Go's network poller. The poller is edge-triggered,
 // so the wait itself reads (into the receive batch, handed out by the next
 // Recv): it parks only after a read found nothing.
-func (c *shardConn) waitNetpoll(deadline time.Time) error {
+func (c *shardConn) waitNetpoll(deadline, now time.Time) error {
 	if c.rx.msg < c.rx.got {
 		return nil
 	}
@@ -222,7 +227,7 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 			return err
 		}
 	}
-	return c.park.Park(deadline, &c.stats.Wakeups)
+	return c.park.Park(deadline, now, &c.stats.Wakeups)
 }
 
 // pollRead is the poller's readiness check: a receive into the batch the

@@ -159,7 +159,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			received += m
 			b.Release(rx[:m])
 			if m == 0 {
-				b.Wait(time.Now().Add(time.Millisecond))
+				b.Wait(time.Now().Add(time.Millisecond), time.Time{})
 			}
 		}
 	})
@@ -181,7 +181,7 @@ func TestFirstReceiveAfterIdleTakesOne(t *testing.T) {
 	if n, err := c.Recv(pkts); n != 0 || err != nil {
 		t.Fatalf("Recv on an empty socket: %d, %v", n, err)
 	}
-	if err := c.Wait(time.Now().Add(5 * time.Millisecond)); err != nil { // finds nothing: idle
+	if err := c.Wait(time.Now().Add(5*time.Millisecond), time.Time{}); err != nil { // finds nothing: idle
 		t.Fatal(err)
 	}
 	peer, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.LocalAddr()))
@@ -198,7 +198,7 @@ func TestFirstReceiveAfterIdleTakesOne(t *testing.T) {
 	var got []byte
 	calls := []int{}
 	for end := time.Now().Add(5 * time.Second); len(got) < burst && time.Now().Before(end); {
-		if err := c.Wait(end); err != nil {
+		if err := c.Wait(end, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		n, err := c.Recv(pkts)
@@ -362,7 +362,7 @@ func TestLoneDatagrams(t *testing.T) {
 				}
 				var got []dataplane.Packet
 				for end := time.Now().Add(2 * time.Second); len(got) == 0 && time.Now().Before(end); {
-					if err := c.Wait(time.Now().Add(50 * time.Millisecond)); err != nil {
+					if err := c.Wait(time.Now().Add(50*time.Millisecond), time.Time{}); err != nil {
 						t.Fatal(err)
 					}
 					n, err := c.Recv(rx)

@@ -71,7 +71,7 @@ func (rt *engineRoundTrip) once(tb testing.TB) {
 	if !rt.cli.TryTurn(0) {
 		rt.cli.Wake(0)
 	}
-	if rt.cli.Await(0, rt.done, time.Now().Add(time.Second)) {
+	if rt.cli.Await(0, rt.done, time.Now().Add(time.Second), time.Time{}) {
 		rt.lent++
 		return
 	}

@@ -38,7 +38,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			received += m
 			b.Release(rx[:m])
 			if m == 0 {
-				b.Wait(time.Now().Add(time.Millisecond))
+				b.Wait(time.Now().Add(time.Millisecond), time.Time{})
 			}
 		}
 	})
@@ -86,7 +86,7 @@ func TestReceiveRearmsAfterENOBUFS(t *testing.T) {
 		}
 		held = append(held, rx[:n]...)
 		if n == 0 {
-			c.Wait(time.Now().Add(5 * time.Millisecond))
+			c.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 		}
 	}
 	if len(held) != 4 {
@@ -115,7 +115,7 @@ func TestReceiveRearmsAfterENOBUFS(t *testing.T) {
 		check(rx[:n])
 		c.Release(rx[:n])
 		if n == 0 {
-			c.Wait(time.Now().Add(5 * time.Millisecond))
+			c.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 		}
 	}
 	if next != total {
@@ -149,7 +149,7 @@ func TestReleaseOutOfOrder(t *testing.T) {
 			m, _ := b.Recv(second[k2:])
 			k2 += m
 		}
-		b.Wait(time.Now().Add(5 * time.Millisecond))
+		b.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 	}
 	if k1+k2 != n {
 		t.Fatalf("received %d of %d", k1+k2, n)
@@ -193,7 +193,7 @@ func TestTxBuffersBoundedByInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(2 * time.Second); len(a.tx.free) == 0 && time.Now().Before(deadline); {
-		a.Wait(time.Now().Add(5 * time.Millisecond))
+		a.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 	}
 	if len(a.tx.free) != 1 {
 		t.Fatalf("the chunk did not come back after its sends completed")
@@ -267,7 +267,7 @@ func TestLongRun10M(t *testing.T) {
 		got += n
 		z.Release(rx[:n])
 		if n == 0 {
-			z.Wait(time.Now().Add(2 * time.Millisecond))
+			z.Wait(time.Now().Add(2*time.Millisecond), time.Time{})
 		}
 	}
 	elapsed := time.Since(start)
@@ -286,7 +286,7 @@ func TestLongRun10M(t *testing.T) {
 		t.Errorf("%d of %d receive buffers back in the ring", z.rx.provided, z.rx.nbufs)
 	}
 	for deadline := time.Now().Add(time.Second); !a.tx.idle() && time.Now().Before(deadline); {
-		a.Wait(time.Now().Add(5 * time.Millisecond))
+		a.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 	}
 	if !a.tx.idle() {
 		t.Errorf("%d of %d send chunks free at the end", len(a.tx.free), len(a.tx.chunks))
@@ -325,7 +325,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 		}
 		a.Send(tx[:n])
 		rx := make([]dataplane.Packet, 16)
-		z.Wait(time.Now().Add(5 * time.Millisecond))
+		z.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 		z.Recv(rx) // held, not released, at Close
 		if err := a.Close(); err != nil {
 			t.Fatal(err)
@@ -376,7 +376,7 @@ func TestEmptyDatagrams(t *testing.T) {
 			got += n
 			c.Release(rx[:n])
 			if n == 0 {
-				c.Wait(time.Now().Add(5 * time.Millisecond))
+				c.Wait(time.Now().Add(5*time.Millisecond), time.Time{})
 			}
 		}
 		if got != 5 {

@@ -89,14 +89,16 @@ func (c *shardConn) ThreadAffine() bool { return c.park == nil }
 
 // waitNetpoll parks in the network poller until the socket has datagrams,
 // Wake is called, or the deadline passes. The caller reaped and armed.
-func (c *shardConn) waitNetpoll(deadline time.Time) error {
+func (c *shardConn) waitNetpoll(deadline, now time.Time) error {
 	if err := c.submit(); err != nil {
 		return err
 	}
 	if c.park.TakeWake() || c.hasWork() {
 		return nil
 	}
-	now := time.Now()
+	if now.IsZero() {
+		now = time.Now()
+	}
 	if !deadline.IsZero() && !now.Before(deadline) {
 		return nil
 	}
@@ -114,7 +116,7 @@ func (c *shardConn) waitNetpoll(deadline time.Time) error {
 			park = t
 		}
 	}
-	return c.park.Park(park, &c.stats.Wakeups)
+	return c.park.Park(park, now, &c.stats.Wakeups)
 }
 
 // waitSends waits in io_uring_enter for a send completion, every chunk

@@ -59,7 +59,7 @@ func receiveAll(t *testing.T, c *shardConn, n int, limit time.Duration) {
 		got += k
 		c.Release(pkts[:k])
 		if k == 0 {
-			if err := c.Wait(time.Now().Add(limit)); err != nil {
+			if err := c.Wait(time.Now().Add(limit), time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -174,19 +174,19 @@ func TestWakeLatency(t *testing.T) {
 			lat := make([]time.Duration, 0, 200)
 			for range cap(lat) {
 				// Settle: consume a wake-up left by the previous round.
-				c.Wait(time.Now().Add(time.Millisecond))
+				c.Wait(time.Now().Add(time.Millisecond), time.Time{})
 				var woke atomic.Int64
 				go func() {
 					time.Sleep(200 * time.Microsecond)
 					woke.Store(time.Now().UnixNano())
 					c.Wake()
 				}()
-				if err := c.Wait(time.Now().Add(5 * time.Second)); err != nil {
+				if err := c.Wait(time.Now().Add(5*time.Second), time.Time{}); err != nil {
 					t.Fatal(err)
 				}
 				end := time.Now().UnixNano()
 				for woke.Load() == 0 { // returned early (a stale completion): wait for the Wake
-					if err := c.Wait(time.Now().Add(5 * time.Second)); err != nil {
+					if err := c.Wait(time.Now().Add(5*time.Second), time.Time{}); err != nil {
 						t.Fatal(err)
 					}
 					end = time.Now().UnixNano()
@@ -243,7 +243,7 @@ func TestNoLostWakeups(t *testing.T) {
 					break
 				}
 				start := time.Now()
-				if err := c.Wait(start.Add(watchdog)); err != nil {
+				if err := c.Wait(start.Add(watchdog), time.Time{}); err != nil {
 					t.Fatal(err)
 				}
 				waits++
@@ -326,7 +326,7 @@ func TestParkedWithSendsInFlight(t *testing.T) {
 	waits := 0
 wait: // Wait may return early (a stale wake read): wait again, as the engine does
 	for {
-		if err := c.Wait(start.Add(10 * time.Second)); err != nil {
+		if err := c.Wait(start.Add(10*time.Second), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		waits++
@@ -353,7 +353,7 @@ wait: // Wait may return early (a stale wake read): wait again, as the engine do
 	}
 	start, waits = time.Now(), 0
 	for len(c.tx.free) == 0 {
-		if err := c.Wait(start.Add(10 * time.Second)); err != nil {
+		if err := c.Wait(start.Add(10*time.Second), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		waits++

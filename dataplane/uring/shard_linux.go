@@ -239,7 +239,7 @@ func (c *shardConn) submit() error {
 // Wait blocks until a datagram may be ready, Wake is called, or the
 // deadline passes: in the network poller (the default), or in
 // io_uring_enter on the shard's thread (ThreadPerShard).
-func (c *shardConn) Wait(deadline time.Time) error {
+func (c *shardConn) Wait(deadline, now time.Time) error {
 	c.reap()
 	if c.rx.ready() {
 		return nil
@@ -249,7 +249,7 @@ func (c *shardConn) Wait(deadline time.Time) error {
 		return nil
 	}
 	if c.park != nil {
-		return c.waitNetpoll(deadline) // drains the socket itself when it must
+		return c.waitNetpoll(deadline, now) // drains the socket itself when it must
 	}
 	if err := c.arm(); err != nil {
 		return err

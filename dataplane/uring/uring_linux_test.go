@@ -188,7 +188,7 @@ func testOversizeDropped(t *testing.T, noGRO bool) {
 		got += n
 		c.Release(rx[:n])
 		if n == 0 {
-			c.Wait(time.Now().Add(10 * time.Millisecond))
+			c.Wait(time.Now().Add(10*time.Millisecond), time.Time{})
 		}
 	}
 	if st := c.Stats(); got != 1 || st.RxDropped != 1 {
@@ -278,7 +278,7 @@ func TestWakeInterruptsWait(t *testing.T) {
 	for range 3 {
 		go func() { time.Sleep(20 * time.Millisecond); c.Wake() }()
 		start := time.Now()
-		if err := c.Wait(time.Time{}); err != nil {
+		if err := c.Wait(time.Time{}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		if d := time.Since(start); d > 2*time.Second {
@@ -287,11 +287,11 @@ func TestWakeInterruptsWait(t *testing.T) {
 	}
 	// Wait may return spuriously once for a wake-up already consumed (its
 	// completion can trail the Wait it ended): settle, then measure.
-	if err := c.Wait(time.Now().Add(5 * time.Millisecond)); err != nil {
+	if err := c.Wait(time.Now().Add(5*time.Millisecond), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if err := c.Wait(time.Now().Add(30 * time.Millisecond)); err != nil {
+	if err := c.Wait(time.Now().Add(30*time.Millisecond), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 20*time.Millisecond {

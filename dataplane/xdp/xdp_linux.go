@@ -973,9 +973,14 @@ func (c *shardConn) sendSocket(b []byte, dst netip.AddrPort) bool {
 // Wait blocks in ppoll until the AF_XDP or the fallback socket is readable,
 // Wake is called, or the deadline passes. Frames left on the TX ring are
 // kicked first (poll on the AF_XDP socket kicks them too).
-func (c *shardConn) Wait(deadline time.Time) error {
-	if !deadline.IsZero() && !time.Now().Before(deadline) {
-		return nil
+func (c *shardConn) Wait(deadline, now time.Time) error {
+	if !deadline.IsZero() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if !now.Before(deadline) {
+			return nil
+		}
 	}
 	// Frames still on the TX ring (the kernel said EAGAIN: the device's
 	// queue is full) or awaited on the completion ring wake no poll: come

@@ -50,14 +50,16 @@ func (p *Parker) File() *os.File { return p.file }
 // Park waits until ready reports work, Wake is called, or the deadline
 // passes (zero: none), counting in parks each time it really parks (not
 // when a Wake came first, nor when the read before parking found work). It returns ready's error, or the poller's.
+// now is the caller's latest reading of the clock (zero: none, Park reads
+// it if it needs it).
 //
 // It may also return early, at a deadline an earlier Park set that is
 // still to come and no later than the one asked for: that one is left
 // armed, since setting the file's deadline moves a runtime timer (under
 // the timers' lock) and reads the clock, twice per round trip for a shard
 // that parks on each.
-func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
-	p.arm(deadline)
+func (p *Parker) Park(deadline, now time.Time, parks *atomic.Uint64) error {
+	p.arm(deadline, now)
 	p.parked.Store(true) // before looking at woken: a Wake after this interrupts the read
 	if p.woken.Swap(false) {
 		p.parked.Store(false)
@@ -86,14 +88,21 @@ func (p *Parker) Park(deadline time.Time, parks *atomic.Uint64) error {
 var pastDeadline = time.Unix(1, 0)
 
 // arm sets the file's read deadline for a Park until deadline, unless the
-// one set is still to come and no later.
-func (p *Parker) arm(deadline time.Time) {
+// one set is still to come (after now, or the clock when now is zero) and
+// no later. A now a few microseconds old at worst keeps a deadline that
+// passed since: Park then returns at once, as at any deadline.
+func (p *Parker) arm(deadline, now time.Time) {
 	a := p.armed
 	switch {
 	case a.IsZero() && deadline.IsZero():
 		return // none set, none wanted
-	case !a.IsZero() && a != pastDeadline && (deadline.IsZero() || !a.After(deadline)) && a.After(time.Now()):
-		return // an earlier one is set: Park returns then, and its caller parks again
+	case !a.IsZero() && a != pastDeadline && (deadline.IsZero() || !a.After(deadline)):
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if a.After(now) {
+			return // an earlier one is set: Park returns then, and its caller parks again
+		}
 	}
 	p.file.SetReadDeadline(deadline)
 	p.armed = deadline

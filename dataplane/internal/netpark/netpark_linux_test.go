@@ -60,24 +60,24 @@ func TestParkWakesOnDataWakeAndDeadline(t *testing.T) {
 
 	// Data: Park returns after ready read it.
 	go func() { time.Sleep(20 * time.Millisecond); send(t, addr) }()
-	if err := p.Park(time.Now().Add(5*time.Second), &parks); err != nil || got.Load() != 1 {
+	if err := p.Park(time.Now().Add(5*time.Second), time.Time{}, &parks); err != nil || got.Load() != 1 {
 		t.Fatalf("park for data: %v, %d read", err, got.Load())
 	}
 	// Wake from another goroutine interrupts a parked Park.
 	go func() { time.Sleep(20 * time.Millisecond); p.Wake() }()
 	start := time.Now()
-	if err := p.Park(time.Time{}, &parks); err != nil || time.Since(start) > 3*time.Second {
+	if err := p.Park(time.Time{}, time.Time{}, &parks); err != nil || time.Since(start) > 3*time.Second {
 		t.Fatalf("park for Wake: %v after %v", err, time.Since(start))
 	}
 	// A Wake before Park: it returns at once, without parking.
 	before := parks.Load()
 	p.Wake()
-	if err := p.Park(time.Time{}, &parks); err != nil || parks.Load() != before {
+	if err := p.Park(time.Time{}, time.Time{}, &parks); err != nil || parks.Load() != before {
 		t.Fatalf("Wake before Park: %v, parks %d -> %d", err, before, parks.Load())
 	}
 	// The deadline.
 	start = time.Now()
-	if err := p.Park(time.Now().Add(30*time.Millisecond), &parks); err != nil || time.Since(start) < 25*time.Millisecond {
+	if err := p.Park(time.Now().Add(30*time.Millisecond), time.Time{}, &parks); err != nil || time.Since(start) < 25*time.Millisecond {
 		t.Fatalf("park to the deadline: %v after %v", err, time.Since(start))
 	}
 }
@@ -87,7 +87,7 @@ func TestParkReturnsReadyError(t *testing.T) {
 	p, addr, _ := socket(t, boom)
 	send(t, addr)
 	var parks atomic.Uint64
-	if err := p.Park(time.Now().Add(5*time.Second), &parks); !errors.Is(err, boom) {
+	if err := p.Park(time.Now().Add(5*time.Second), time.Time{}, &parks); !errors.Is(err, boom) {
 		t.Fatalf("Park returned %v, want ready's error", err)
 	}
 }
@@ -118,12 +118,12 @@ func TestParkDeadlineKeptOnlyWhenEarlier(t *testing.T) {
 	p, addr, got := socket(t, nil)
 	var parks atomic.Uint64
 	go func() { time.Sleep(10 * time.Millisecond); send(t, addr) }()
-	if err := p.Park(time.Now().Add(time.Hour), &parks); err != nil || got.Load() != 1 {
+	if err := p.Park(time.Now().Add(time.Hour), time.Time{}, &parks); err != nil || got.Load() != 1 {
 		t.Fatalf("park for data: %v, %d read", err, got.Load())
 	}
 	start := time.Now()
 	done := make(chan error, 1)
-	go func() { done <- p.Park(start.Add(30*time.Millisecond), &parks) }()
+	go func() { done <- p.Park(start.Add(30*time.Millisecond), time.Time{}, &parks) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -139,7 +139,7 @@ func TestParkDeadlineKeptOnlyWhenEarlier(t *testing.T) {
 	}
 	// A later deadline than the one set (which has passed now): waits for it.
 	start = time.Now()
-	if err := p.Park(start.Add(40*time.Millisecond), &parks); err != nil {
+	if err := p.Park(start.Add(40*time.Millisecond), time.Time{}, &parks); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 35*time.Millisecond {
@@ -150,10 +150,10 @@ func TestParkDeadlineKeptOnlyWhenEarlier(t *testing.T) {
 	// 80 ms it left (early, which callers allow) without a new timer.
 	start = time.Now()
 	go func() { time.Sleep(5 * time.Millisecond); send(t, addr) }()
-	if err := p.Park(start.Add(80*time.Millisecond), &parks); err != nil || got.Load() != 2 {
+	if err := p.Park(start.Add(80*time.Millisecond), time.Time{}, &parks); err != nil || got.Load() != 2 {
 		t.Fatalf("park for data: %v, %d read", err, got.Load())
 	}
-	if err := p.Park(time.Now().Add(5*time.Second), &parks); err != nil {
+	if err := p.Park(time.Now().Add(5*time.Second), time.Time{}, &parks); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 70*time.Millisecond || d > 2*time.Second {
@@ -161,14 +161,45 @@ func TestParkDeadlineKeptOnlyWhenEarlier(t *testing.T) {
 	}
 	// A Wake interrupts a Park with no deadline; the next Park waits to its own.
 	go func() { time.Sleep(10 * time.Millisecond); p.Wake() }()
-	if err := p.Park(time.Time{}, &parks); err != nil {
+	if err := p.Park(time.Time{}, time.Time{}, &parks); err != nil {
 		t.Fatal(err)
 	}
 	start = time.Now()
-	if err := p.Park(start.Add(30*time.Millisecond), &parks); err != nil {
+	if err := p.Park(start.Add(30*time.Millisecond), time.Time{}, &parks); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 25*time.Millisecond {
 		t.Fatalf("a 30 ms Park after a Wake returned after %v", d)
+	}
+}
+
+// Park judges whether the deadline it set is still to come by the now it
+// is given, not the clock: an hour's deadline, armed, is kept under a
+// later one when now is before it, and replaced when now is past it.
+func TestParkJudgesTheArmedDeadlineByNow(t *testing.T) {
+	p, addr, got := socket(t, nil)
+	var parks atomic.Uint64
+	start := time.Now()
+	hour := start.Add(time.Hour)
+	park := func(deadline, now time.Time) {
+		t.Helper()
+		want := got.Load() + 1
+		go func() { time.Sleep(5 * time.Millisecond); send(t, addr) }()
+		if err := p.Park(deadline, now, &parks); err != nil || got.Load() != want {
+			t.Fatalf("park for data: %v, %d read", err, got.Load())
+		}
+	}
+	park(hour, time.Time{})
+	if !p.armed.Equal(hour) {
+		t.Fatalf("armed %v, want the hour's deadline", p.armed)
+	}
+	park(start.Add(2*time.Hour), start.Add(30*time.Minute))
+	if !p.armed.Equal(hour) {
+		t.Fatalf("armed %v after a later deadline with now before the armed one, want it kept", p.armed)
+	}
+	later := start.Add(3 * time.Hour)
+	park(later, start.Add(90*time.Minute))
+	if !p.armed.Equal(later) {
+		t.Fatalf("armed %v after a later deadline with now past the armed one, want %v", p.armed, later)
 	}
 }
