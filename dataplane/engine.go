@@ -430,7 +430,9 @@ func mayLend(h Handler) bool {
 // the handler's deadline.
 func (e *Engine) turn(i int) (busy bool, dl, now time.Time, err error) {
 	c, h, t := e.conns[i], e.handlers[i], &e.turns[i]
-	if t.lendable {
+	// Flags are stored only when they change: a store is a locked
+	// instruction (~10-20 ns here), and most turns would rewrite the same.
+	if t.lendable && t.poked.Load() {
 		t.poked.Store(false) // this turn serves the Wakes until now
 	}
 	now = time.Now()
@@ -453,10 +455,12 @@ func (e *Engine) turn(i int) (busy bool, dl, now time.Time, err error) {
 		return true, dl, now, nil
 	}
 	dl = h.Deadline()
-	if dl.IsZero() {
-		t.waitAt.Store(0)
-	} else {
-		t.waitAt.Store(dl.UnixNano())
+	w := int64(0)
+	if !dl.IsZero() {
+		w = dl.UnixNano()
+	}
+	if t.waitAt.Load() != w {
+		t.waitAt.Store(w)
 	}
 	return false, dl, now, nil
 }

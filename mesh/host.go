@@ -419,7 +419,9 @@ func (sh *shard) kickPending() {
 }
 
 func (sh *shard) runCommands(now time.Time) {
-	sh.woken.Store(false) // before taking the queue: a later command wakes us again
+	if sh.woken.Load() { // stored only if set: a store is a locked instruction
+		sh.woken.Store(false) // before taking the queue: a later command wakes us again
+	}
 	sh.mu.Lock()
 	sh.running, sh.cmds = sh.cmds, sh.running[:0]
 	sh.mu.Unlock()

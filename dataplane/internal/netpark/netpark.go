@@ -68,7 +68,9 @@ func (p *Parker) Park(deadline, now time.Time, parks *atomic.Uint64) error {
 	p.parks, p.reads = parks, 0
 	err := p.raw.Read(p.fn)
 	p.parked.Store(false)
-	p.woken.Store(false)
+	if p.woken.Load() { // stored only if set: a store is a locked instruction
+		p.woken.Store(false)
+	}
 	if p.err != nil {
 		err, p.err = p.err, nil
 		return err
