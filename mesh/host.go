@@ -432,6 +432,9 @@ func (sh *shard) runCommands(now time.Time) {
 }
 
 func (sh *shard) drainEvents() (any bool) {
+	if !sh.ep.HasEvents() {
+		return false // the usual case, three times a turn: no event to copy out
+	}
 	for {
 		ev, ok := sh.ep.PollEvent()
 		if !ok {

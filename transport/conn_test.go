@@ -433,3 +433,29 @@ func TestNoHalfRTTWithoutEarlyData(t *testing.T) {
 		})
 	}
 }
+
+// HasEvents says exactly what PollEvent will: true while an event waits,
+// false once they are all taken.
+func TestHasEventsMatchesPollEvent(t *testing.T) {
+	p := newPair(t, nil) // the handshake leaves EventConnected on each side
+	for _, ep := range []*Endpoint{p.a, p.b} {
+		n := 0
+		for {
+			has := ep.HasEvents()
+			_, ok := ep.PollEvent()
+			if has != ok {
+				t.Fatalf("after %d events: HasEvents %v, PollEvent %v", n, has, ok)
+			}
+			if !ok {
+				break
+			}
+			n++
+		}
+		if n == 0 {
+			t.Fatal("no event after a handshake")
+		}
+		if ep.HasEvents() {
+			t.Fatal("HasEvents after PollEvent ran dry")
+		}
+	}
+}
