@@ -141,6 +141,15 @@ type Config struct {
 	// that much CPU after each burst of traffic. 0 turns it off. Backends
 	// that cannot poll ignore it.
 	BusyPoll time.Duration
+	// ConnectPeer lets a lone shard's socket connect to the one peer it
+	// has sent to: the kernel then keeps the route and source address, and
+	// each send costs less (~0.15 µs on loopback here). It disconnects
+	// before it first sends to a second peer, keeping its port. While
+	// connected the kernel takes datagrams from that peer only, so this is
+	// for a host that hears from nobody it did not send to first: a
+	// client. Ignored with more than one shard; only the portable backend
+	// takes it.
+	ConnectPeer bool
 }
 
 // Defaults of Config.

@@ -347,7 +347,8 @@ func sharedClientHost(v4 bool) (*clientHost, error) {
 	ch := &clientHost{conns: map[*transport.Conn]*Client{}}
 	h, err := startHost(HostConfig{
 		Listen: listen, Identity: id, Backend: "portable", Shards: 1,
-		Authorize: func(crypto.PublicKey) bool { return false }, // clients accept no connections
+		Authorize:   func(crypto.PublicKey) bool { return false }, // clients accept no connections
+		connectPeer: true,                                         // nor hear from anyone they did not dial
 	}, ch)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: client host: %w", err)

@@ -35,6 +35,10 @@ type HostConfig struct {
 	// BusyPoll is how long an idle shard polls before it parks
 	// (dataplane.Config.BusyPoll; 0: off).
 	BusyPoll time.Duration
+	// connectPeer: the host hears from nobody it did not dial (a client
+	// host), so its socket may connect to its one peer
+	// (dataplane.Config.ConnectPeer).
+	connectPeer bool
 }
 
 // loopbackDatagram is the UDP payload size used with loopback peers, and
@@ -190,7 +194,7 @@ func startHost(cfg HostConfig, owner events) (*host, error) {
 	if cfg.Backend == "" {
 		cfg.Backend = "auto"
 	}
-	dcfg := dataplane.Config{Addr: cfg.Listen, Shards: max(cfg.Shards, 1), BusyPoll: cfg.BusyPoll}
+	dcfg := dataplane.Config{Addr: cfg.Listen, Shards: max(cfg.Shards, 1), BusyPoll: cfg.BusyPoll, ConnectPeer: cfg.connectPeer}
 	sel, err := dataplane.Select(cfg.Backend, dcfg, backends.Candidates())
 	if err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ package portable
 // recvmmsg/sendmmsg point at Go memory (buffers, addresses, control data)
 // allocated once per shard with make and kept for the shard's life; the Go
 // heap does not move objects, and each array stays referenced by the shard.
+// The single-datagram calls and disconnect's AF_UNSPEC address pass
+// pointers the same way, for the length of the call.
 
 import (
 	"encoding/binary"
@@ -299,6 +301,9 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	case len(pkts) < t.want/4:
 		t.want = max(t.want/2, min(minTxWant, len(t.hdrs)))
 	}
+	if err := c.trackPeers(pkts); err != nil {
+		return 0, err
+	}
 	m, dropped := c.buildMessages(pkts)
 	t := &c.tx
 	sent, bytes, gsoSends := 0, 0, 0
@@ -348,6 +353,9 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		}
 	}
 	c.account(sent, bytes, gsoSends, dropped)
+	if sent > 0 {
+		c.connectPeer()
+	}
 	return sent, nil
 }
 
@@ -358,8 +366,12 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 func (t *txState) send(fd, done, m int) (int, unix.Errno) {
 	if sp := t.spans[done]; m-done == 1 && sp.end-sp.start == 1 {
 		h, iov := &t.hdrs[done].Hdr, &t.iovs[sp.start]
+		name := uintptr(unsafe.Pointer(h.Name))
+		if h.Namelen == 0 {
+			name = 0 // to the connected peer (peerState)
+		}
 		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(iov.Base)), uintptr(iov.Len), 0,
-			uintptr(unsafe.Pointer(h.Name)), uintptr(h.Namelen))
+			name, uintptr(h.Namelen))
 		if errno != 0 {
 			return 0, errno
 		}
@@ -391,7 +403,10 @@ func (c *shardConn) account(sent, bytes, gsoSends, dropped int) {
 func (c *shardConn) buildMessages(pkts []dataplane.Packet) (m, dropped int) {
 	t := &c.tx
 	for i := 0; i < len(pkts); {
-		namelen, ok := udpsock.PutName(t.names[m][:], pkts[i].Addr, c.v6)
+		namelen, ok := uint32(0), true
+		if !c.peer.connected || pkts[i].Addr != c.peer.only {
+			namelen, ok = udpsock.PutName(t.names[m][:], pkts[i].Addr, c.v6)
+		}
 		if !ok || len(pkts[i].Buf) > c.maxDgram {
 			dropped++
 			i++
@@ -426,6 +441,69 @@ func (c *shardConn) buildMessages(pkts []dataplane.Packet) (m, dropped int) {
 		i = end
 	}
 	return m, dropped
+}
+
+// peerState is Config.ConnectPeer's: the one destination a shard has sent
+// to, and whether its socket is connected to it (a message to it then
+// carries no address, and the kernel keeps the route: ~0.15 µs less per
+// send on loopback here).
+type peerState struct {
+	may       bool           // Config.ConnectPeer, with one shard
+	only      netip.AddrPort // the one destination so far (zero: none yet)
+	many      bool           // sent to more than one: stays unconnected
+	connected bool           // the socket is connected to only
+}
+
+// trackPeers notes the destinations of pkts before they go: the socket
+// disconnects before its first datagram to a second peer, so that peer's
+// answers are taken (a connected socket takes datagrams from its peer
+// only), and stays so.
+func (c *shardConn) trackPeers(pkts []dataplane.Packet) error {
+	p := &c.peer
+	if !p.may || p.many {
+		return nil
+	}
+	for i := range pkts {
+		switch a := pkts[i].Addr; {
+		case !p.only.IsValid():
+			p.only = a
+		case a != p.only:
+			p.many = true
+			if p.connected {
+				if err := disconnect(c.fd); err != nil {
+					return err // it could not hear the new peer: say so rather than lose its answers
+				}
+				p.connected = false
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// connectPeer connects the socket to the one peer it has sent to so far,
+// after a send, if it may and has not.
+func (c *shardConn) connectPeer() {
+	p := &c.peer
+	if !p.may || p.many || p.connected || !p.only.IsValid() {
+		return
+	}
+	if err := unix.Connect(c.fd, udpsock.Sockaddr(p.only, c.v6)); err != nil {
+		p.many = true // an address it cannot connect to: stay as it is
+		return
+	}
+	p.connected = true
+}
+
+// disconnect dissolves the socket's association with a peer: a connect to
+// an AF_UNSPEC address (which the unix package has no Sockaddr for). The
+// port stays (the socket was bound with udpsock.Options.LockPort).
+func disconnect(fd int) error {
+	var sa [unix.SizeofSockaddrInet6]byte // sa_family 0: AF_UNSPEC
+	if _, _, errno := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa))); errno != 0 {
+		return os.NewSyscallError("connect AF_UNSPEC", errno)
+	}
+	return nil
 }
 
 // waitWritable waits briefly for room in the socket's send buffer.

@@ -121,6 +121,7 @@ type shardConn struct {
 	rxIdle   bool      // the last receive found nothing: the next asks for one message
 	peekBuf  [1]byte   // pollRead's peek
 	steering io.Closer // the steering program, held by shard 0
+	peer     peerState // Config.ConnectPeer
 
 	rx rxState
 	tx txState
@@ -140,11 +141,14 @@ func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
 func (c *shardConn) LocalAddr() netip.AddrPort { return c.local }
 
 func openShard(cfg dataplane.Config, addr netip.AddrPort, netpoll bool) (c *shardConn, err error) {
-	sock, err := udpsock.Open(addr, udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO, Shared: cfg.Shards > 1})
+	connect := cfg.ConnectPeer && cfg.Shards == 1
+	sock, err := udpsock.Open(addr, udpsock.Options{Nonblock: true, Buffer: cfg.SocketBuffer, DisableGSO: cfg.DisableGSO, DisableGRO: cfg.DisableGRO,
+		Shared: cfg.Shards > 1, LockPort: connect})
 	if err != nil {
 		return nil, err
 	}
 	c = &shardConn{fd: sock.FD, wakeFD: -1, v6: sock.V6, maxDgram: cfg.MaxDatagram, local: sock.Local, gso: sock.GSO, gro: sock.GRO}
+	c.peer.may = connect
 	c.features = Features{GSO: sock.GSO, GRO: sock.GRO, RecvBuffer: sock.RecvBuffer, SendBuffer: sock.SendBuffer}
 	if netpoll {
 		c.busyPoll = cfg.BusyPoll

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/dataplane/dptest"
+	"github.com/mxp-dataplane/mxp/dataplane/internal/udpsock"
 )
 
 // pingPong runs total datagrams from a client engine through an echoing
@@ -391,5 +392,125 @@ func TestLoneDatagrams(t *testing.T) {
 				t.Errorf("after one long and two lone datagrams: %s", dptest.FormatStats(s))
 			}
 		})
+	}
+}
+
+// With ConnectPeer a lone shard that has sent to one peer connects its
+// socket to it (and addresses its datagrams no more), disconnects before
+// its first datagram to a second peer, keeps its port throughout, and
+// hears both peers' answers; without it, it never connects.
+func TestConnectPeer(t *testing.T) {
+	peerOf := func(c dataplane.ShardConn) (netip.AddrPort, bool) {
+		sa, err := unix.Getpeername(c.(*shardConn).fd)
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		return udpsock.AddrPortOf(sa), true
+	}
+	listen := func() (*net.UDPConn, netip.AddrPort) {
+		p, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p, p.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	for _, bind := range []netip.Addr{netip.IPv4Unspecified(), loopback4} {
+		t.Run(bind.String(), func(t *testing.T) {
+			conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(bind, 0), ConnectPeer: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := conns[0]
+			t.Cleanup(func() { c.Close() })
+			port := c.LocalAddr().Port()
+			to := netip.AddrPortFrom(loopback4, port) // the shard, as the peers reach it
+			tx := make([]dataplane.Packet, 8)
+			rx := make([]dataplane.Packet, 8)
+			send := func(dst netip.AddrPort, b byte) {
+				t.Helper()
+				c.TxBuffers(tx)
+				tx[0].Buf, tx[0].Addr = append(tx[0].Buf[:0], b), dst
+				if n, err := c.Send(tx[:1]); n != 1 || err != nil {
+					t.Fatalf("send to %v: %d, %v", dst, n, err)
+				}
+			}
+			// expect reads one datagram at p, from the shard, and answers it.
+			expect := func(p *net.UDPConn, b byte) {
+				t.Helper()
+				buf := make([]byte, 16)
+				p.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, from, err := p.ReadFromUDPAddrPort(buf)
+				if err != nil || n != 1 || buf[0] != b || from.Port() != port {
+					t.Fatalf("peer got %d bytes %v from %v (%v), want [%d] from port %d", n, buf[:n], from, err, b, port)
+				}
+				if _, err := p.WriteToUDPAddrPort([]byte{b + 100}, to); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// answer receives the peer's answer at the shard.
+			answer := func(from netip.AddrPort, b byte) {
+				t.Helper()
+				for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
+					if err := c.Wait(time.Now().Add(50*time.Millisecond), time.Time{}); err != nil {
+						t.Fatal(err)
+					}
+					n, err := c.Recv(rx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := n > 0
+					if got && (rx[0].Addr != from || len(rx[0].Buf) != 1 || rx[0].Buf[0] != b+100) {
+						t.Fatalf("shard got %v from %v, want [%d] from %v", rx[0].Buf, rx[0].Addr, b+100, from)
+					}
+					c.Release(rx[:n])
+					if got {
+						return
+					}
+				}
+				t.Fatalf("no answer from %v", from)
+			}
+
+			a, aAddr := listen()
+			send(aAddr, 1)
+			expect(a, 1)
+			answer(aAddr, 1)
+			if p, ok := peerOf(c); !ok || p != aAddr {
+				t.Fatalf("after sending to one peer: connected to %v (%v), want %v", p, ok, aAddr)
+			}
+			send(aAddr, 2) // addressed to the connected peer: no address in the call
+			expect(a, 2)
+			answer(aAddr, 2)
+
+			b, bAddr := listen()
+			send(bAddr, 3)
+			if p, ok := peerOf(c); ok {
+				t.Fatalf("after sending to a second peer: still connected to %v", p)
+			}
+			expect(b, 3)
+			answer(bAddr, 3)
+			send(aAddr, 4)
+			expect(a, 4)
+			answer(aAddr, 4)
+			if c.LocalAddr().Port() != port {
+				t.Fatalf("port %d, was %d", c.LocalAddr().Port(), port)
+			}
+			sa, err := unix.Getsockname(c.(*shardConn).fd)
+			if err != nil || udpsock.AddrPortOf(sa).Port() != port {
+				t.Fatalf("bound to %v (%v) after disconnecting, want port %d", sa, err, port)
+			}
+			if s := c.Stats(); s.TxDropped != 0 || s.RxDropped != 0 {
+				t.Errorf("drops: %s", dptest.FormatStats(s))
+			}
+		})
+	}
+	// Without ConnectPeer: never connected.
+	c := dptest.OpenOne(t, &Backend{}, dataplane.Config{})
+	tx := make([]dataplane.Packet, 8)
+	c.TxBuffers(tx)
+	tx[0].Buf, tx[0].Addr = append(tx[0].Buf[:0], 1), netip.AddrPortFrom(loopback4, 9)
+	c.Send(tx[:1])
+	if p, ok := peerOf(c); ok {
+		t.Fatalf("connected to %v without ConnectPeer", p)
 	}
 }

@@ -26,6 +26,12 @@ type Options struct {
 	// costs every datagram delivered to it a lookup (~0.1 µs per send on
 	// loopback here), and no other socket can take its port by mistake.
 	Shared bool
+	// LockPort binds an explicit port when 0 is asked (one a probe socket
+	// got from the kernel, tried again if another socket takes it first):
+	// Linux keeps a port bound that way when the socket later disconnects
+	// (connect AF_UNSPEC), and drops one it picked itself. For a socket
+	// that connects to a peer and may have to disconnect.
+	LockPort bool
 }
 
 // Socket is an open, bound UDP socket and what the kernel granted it.
@@ -75,8 +81,8 @@ func Open(addr netip.AddrPort, o Options) (s Socket, err error) {
 	}
 	s.RecvBuffer = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.Buffer)
 	s.SendBuffer = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.Buffer)
-	if err := unix.Bind(fd, Sockaddr(addr, s.V6)); err != nil {
-		return s, fmt.Errorf("bind %v: %w", addr, err)
+	if err := bind(fd, addr, family, s.V6, o.LockPort); err != nil {
+		return s, err
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -91,6 +97,52 @@ func Open(addr netip.AddrPort, o Options) (s Socket, err error) {
 		s.GRO = unix.SetsockoptInt(fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil
 	}
 	return s, nil
+}
+
+// bind binds fd to addr; with lock and port 0, to a port a probe socket
+// got, so that the port is the socket's own (see Options.LockPort).
+func bind(fd int, addr netip.AddrPort, family int, v6, lock bool) error {
+	if !lock || addr.Port() != 0 {
+		if err := unix.Bind(fd, Sockaddr(addr, v6)); err != nil {
+			return fmt.Errorf("bind %v: %w", addr, err)
+		}
+		return nil
+	}
+	const tries = 8
+	for try := 1; ; try++ {
+		port, err := probePort(addr, family, v6)
+		if err != nil {
+			return err
+		}
+		err = unix.Bind(fd, Sockaddr(netip.AddrPortFrom(addr.Addr(), port), v6))
+		if err == nil {
+			return nil
+		}
+		if err != unix.EADDRINUSE || try == tries {
+			return fmt.Errorf("bind %v (port %d): %w", addr, port, err)
+		}
+	}
+}
+
+// probePort returns a port the kernel gives a socket bound to addr with
+// port 0, and closes that socket.
+func probePort(addr netip.AddrPort, family int, v6 bool) (uint16, error) {
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return 0, os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	if v6 && addr.Addr().IsUnspecified() {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0) // as the socket it is for
+	}
+	if err := unix.Bind(fd, Sockaddr(addr, v6)); err != nil {
+		return 0, fmt.Errorf("bind %v: %w", addr, err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, os.NewSyscallError("getsockname", err)
+	}
+	return AddrPortOf(sa).Port(), nil
 }
 
 // setBuffer asks for size bytes with the privileged option (which ignores
