@@ -499,7 +499,11 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 	}
 	method := hd.method // the registered name: no string made per call
 	ic := inCallPool.Get().(*inCall)
-	ic.a, ic.sh, ic.c, ic.fn, ic.timeout = a, sh, c, hd.fn, call.TimeoutSeconds
+	ic.a, ic.sh, ic.c, ic.fn = a, sh, c, hd.fn
+	ic.deadline = time.Time{}
+	if call.TimeoutSeconds > 0 {
+		ic.deadline = sh.clock().Add(time.Duration(call.TimeoutSeconds) * time.Second)
+	}
 	if hd.inline {
 		sh.kept++
 		ic.req = Request{Method: method, Body: body, TraceID: m.TraceID, MessageID: m.MessageID}
@@ -515,17 +519,17 @@ func (a *Agent) serveCall(sh *shard, c *transport.Conn, m *wire.Message) {
 // inCall is one call an agent serves: pooled, so serving a call costs no
 // allocation beyond the handler's context.
 type inCall struct {
-	a       *Agent
-	sh      *shard
-	c       *transport.Conn
-	fn      HandlerFunc
-	timeout uint32
-	req     Request
-	body    []byte // req.Body's storage
-	reply   wire.Message
-	rbuf    []byte // reply.Payload's storage
-	sendFn  func(time.Time)
-	asyncFn func() // serveAsync
+	a        *Agent
+	sh       *shard
+	c        *transport.Conn
+	fn       HandlerFunc
+	deadline time.Time // the call's, from its timeout (zero: none)
+	req      Request
+	body     []byte // req.Body's storage
+	reply    wire.Message
+	rbuf     []byte // reply.Payload's storage
+	sendFn   func(time.Time)
+	asyncFn  func() // serveAsync
 }
 
 // serveAsync is a handler goroutine: serve, then hand the reply to the shard.
@@ -546,11 +550,7 @@ func init() {
 
 // serve runs the handler and encodes its reply.
 func (ic *inCall) serve() {
-	var deadline time.Time
-	if ic.timeout > 0 {
-		deadline = time.Now().Add(time.Duration(ic.timeout) * time.Second)
-	}
-	ctx := newHandlerCtx(ic.req.TraceID, deadline)
+	ctx := newHandlerCtx(ic.req.TraceID, ic.deadline)
 	defer ctx.end(context.Canceled)
 	out, err := ic.a.runHandler(ctx, ic.fn, &ic.req)
 	ic.a.nServed.Add(1)

@@ -156,7 +156,8 @@ func (cl *caller) newRequest() *outCall {
 
 // wait sends oc and waits for the reply with its message ID. oc goes back
 // to the pool when the reply came: nothing else refers to it then.
-func (cl *caller) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
+// now is the caller's latest clock reading, if it has one (zero: none).
+func (cl *caller) wait(ctx context.Context, oc *outCall, now time.Time) (wire.Message, error) {
 	if cl.closed.Load() {
 		return wire.Message{}, ErrClosed
 	}
@@ -165,7 +166,7 @@ func (cl *caller) wait(ctx context.Context, oc *outCall) (wire.Message, error) {
 	alone := len(cl.pending) == 1
 	cl.pmu.Unlock()
 	cl.sh.do(oc.runFn)
-	if alone && cl.sh.await(ctx, oc.doneFn, &oc.led) || oc.block(ctx.Done()) {
+	if alone && cl.sh.await(ctx, oc.doneFn, &oc.led, now) || oc.block(ctx.Done()) {
 		return cl.reply(oc)
 	}
 	cl.pmu.Lock()
@@ -211,7 +212,7 @@ func (cl *caller) request(ctx context.Context, p wire.Payload) (wire.Message, er
 		return wire.Message{}, err
 	}
 	oc.m.Payload = oc.buf
-	return cl.wait(ctx, oc)
+	return cl.wait(ctx, oc, time.Time{})
 }
 
 // call calls method on agent target (directly when via names it) and
@@ -222,9 +223,10 @@ func (cl *caller) call(ctx context.Context, target wire.UUID, method string, bod
 	if len(method) > math.MaxUint16 {
 		return nil, fmt.Errorf("mesh: method name of %d bytes", len(method))
 	}
-	timeout := uint32(0)
+	timeout, now := uint32(0), time.Time{}
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = uint32(min(math.Ceil(time.Until(dl).Seconds()), math.MaxUint32))
+		now = time.Now() // read once: wait's await uses it too
+		timeout = uint32(min(math.Ceil(dl.Sub(now).Seconds()), math.MaxUint32))
 		timeout = max(timeout, 1)
 	}
 	oc := cl.newRequest()
@@ -237,7 +239,7 @@ func (cl *caller) call(ctx context.Context, target wire.UUID, method string, bod
 	}
 	buf = appendMethod(buf, method, body)
 	oc.buf, oc.m.Payload = buf, buf
-	r, err := cl.wait(ctx, oc)
+	r, err := cl.wait(ctx, oc, now)
 	if err != nil {
 		return nil, err
 	}

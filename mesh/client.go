@@ -144,7 +144,7 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 			return false
 		}
 	}
-	if ch.sh.await(ctx, isReady, nil) {
+	if ch.sh.await(ctx, isReady, nil, time.Time{}) {
 		if c.err != nil {
 			return nil, c.err
 		}

@@ -319,3 +319,42 @@ func BenchmarkClientSetup(b *testing.B) {
 		})
 	}
 }
+
+// A handler's deadline is the call's timeout from when its agent received
+// the call (taken from the shard's turn, not a clock read of its own), for
+// inline and goroutine handlers, directly and through the node.
+func TestHandlerDeadlineIsTheCallsTimeout(t *testing.T) {
+	tm := newTestMesh(t)
+	srv := tm.agent("server", "left")
+	left := func(ctx context.Context, _ *Request) ([]byte, error) {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			return []byte("none"), nil
+		}
+		return []byte(time.Until(dl).String()), nil
+	}
+	srv.Handle("left", left)
+	srv.HandleInline("left-inline", left)
+	start(t, srv)
+	urls := map[string]string{
+		"direct":   srv.URL(),
+		"via-node": FormatURL(tm.node.PublicKey(), tm.node.Addr(), srv.ID()),
+	}
+	for name, url := range urls {
+		c := dialT(t, url)
+		for _, method := range []string{"left", "left-inline"} {
+			for i := range 3 { // the first call dials; later ones find an idle shard
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // travels as 3 s
+				out, err := c.Call(ctx, method, nil)
+				cancel()
+				if err != nil {
+					t.Fatalf("%s %s: %v", name, method, err)
+				}
+				d, err := time.ParseDuration(string(out))
+				if err != nil || d <= 2*time.Second || d > 3*time.Second {
+					t.Fatalf("%s %s call %d: the handler had %q left of a 3 s timeout", name, method, i, out)
+				}
+			}
+		}
+	}
+}

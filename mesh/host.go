@@ -83,12 +83,15 @@ type shard struct {
 	// of them it kept on the shard's turn (inline calls, replies to the
 	// goroutine in await): Receive yields only for the others.
 	handed, kept int
-	queued       atomic.Uint64 // commands queued so far (Receive yields while it grows)
-	mu           sync.Mutex
-	cmds         []func(now time.Time)
-	running      []func(now time.Time)
-	tpkts        []transport.Packet
-	backlog      map[*transport.Conn][]backlogged
+	// now is the time of the turn in progress (Receive's or Transmit's):
+	// what runs on the shard in a turn reads it instead of the clock.
+	now     time.Time
+	queued  atomic.Uint64 // commands queued so far (Receive yields while it grows)
+	mu      sync.Mutex
+	cmds    []func(now time.Time)
+	running []func(now time.Time)
+	tpkts   []transport.Packet
+	backlog map[*transport.Conn][]backlogged
 
 	in           inbox
 	drainInboxFn func(time.Time) // sh.drainInbox, made once
@@ -367,12 +370,15 @@ const awaitSlice = time.Millisecond
 // from the network poller, not through the shard's goroutine, which on a
 // machine with an idle CPU would wake another thread. led, if not nil, is
 // set meanwhile. It reports whether done did; if not, wait the usual way.
-func (sh *shard) await(ctx context.Context, done func() bool, led *atomic.Bool) bool {
+// now is the caller's latest clock reading (zero: none, await reads it).
+func (sh *shard) await(ctx context.Context, done func() bool, led *atomic.Bool, now time.Time) bool {
 	e := sh.h.running.Load()
 	if e == nil || sh.waiting.Load() != 1 || !e.Lends(sh.idx) {
 		return false
 	}
-	now := time.Now()
+	if now.IsZero() {
+		now = time.Now()
+	}
 	until := now.Add(awaitSlice)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
 		until = dl
@@ -464,7 +470,16 @@ func (sh *shard) drainEvents() (any bool) {
 }
 
 // Receive implements dataplane.Handler.
+// clock is the time of the turn in progress, or the clock's outside one.
+func (sh *shard) clock() time.Time {
+	if sh.now.IsZero() {
+		return time.Now()
+	}
+	return sh.now
+}
+
 func (sh *shard) Receive(pkts []dataplane.Packet, now time.Time) {
+	sh.now = now
 	for _, p := range pkts {
 		sh.ep.Receive(p.Buf, p.Addr, now)
 	}
@@ -499,6 +514,7 @@ func (sh *shard) Receive(pkts []dataplane.Packet, now time.Time) {
 
 // Transmit implements dataplane.Handler.
 func (sh *shard) Transmit(out []dataplane.Packet, now time.Time) int {
+	sh.now = now
 	sh.runCommands(now)
 	sh.drainEvents()
 	if cap(sh.tpkts) < len(out) {

@@ -381,9 +381,10 @@ func (n *Node) routeCall(sh *shard, c *transport.Conn, m *wire.Message) {
 	}
 	id := n.nextID.Add(1)
 	p := pendingCallPool.Get().(*pendingCall)
-	*p = pendingCall{conn: c, sh: sh, origID: m.MessageID, trace: m.TraceID, start: time.Now()}
+	now := sh.clock() // the turn's reading: the call came in this turn
+	*p = pendingCall{conn: c, sh: sh, origID: m.MessageID, trace: m.TraceID, start: now}
 	if timeout > 0 {
-		p.deadline = time.Now().Add(time.Duration(timeout) * time.Second)
+		p.deadline = now.Add(time.Duration(timeout) * time.Second)
 	}
 	n.pmu.Lock()
 	n.pending[id] = p
@@ -411,7 +412,7 @@ func (n *Node) routeReply(sh *shard, m *wire.Message) {
 		return
 	}
 	if n.observeCall != nil {
-		n.observeCall(time.Since(p.start))
+		n.observeCall(sh.clock().Sub(p.start))
 	}
 	out := *m
 	out.MessageID = p.origID
