@@ -141,15 +141,25 @@ type Config struct {
 	// that much CPU after each burst of traffic. 0 turns it off. Backends
 	// that cannot poll ignore it.
 	BusyPoll time.Duration
-	// ConnectPeer lets a lone shard's socket connect to the one peer it
-	// has sent to: the kernel then keeps the route and source address, and
-	// each send costs less (~0.15 µs on loopback here). It disconnects
-	// before it first sends to a second peer, keeping its port. While
-	// connected the kernel takes datagrams from that peer only, so this is
-	// for a host that hears from nobody it did not send to first: a
-	// client. Ignored with more than one shard; only the portable backend
-	// takes it.
+	// ConnectPeer lets a lone shard's socket be connected to one peer
+	// (PeerConnector): the kernel then keeps the route and source
+	// address, and each send costs less (~0.15 µs on loopback here). The
+	// socket keeps its port when it disconnects. While connected the
+	// kernel takes datagrams from that peer only (sends to others still
+	// go), so this is for a host whose handler knows which peers it waits
+	// to hear from (a client): it connects the socket while that is one
+	// peer and disconnects it before it waits for another. Ignored with
+	// more than one shard; only the portable backend takes it.
 	ConnectPeer bool
+}
+
+// PeerConnector is a ShardConn whose socket can be connected to one peer
+// (Config.ConnectPeer).
+type PeerConnector interface {
+	// ConnectPeer connects the socket to peer, or, with the zero
+	// AddrPort, leaves it unconnected. Call it from the shard's handler,
+	// in a turn.
+	ConnectPeer(peer netip.AddrPort) error
 }
 
 // Defaults of Config.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/dataplane"
 	"github.com/mxp-dataplane/mxp/scheduler"
 	"github.com/mxp-dataplane/mxp/transport"
 	"github.com/mxp-dataplane/mxp/wire"
@@ -239,6 +240,7 @@ func (c *Client) redial(oc *outCall, now time.Time) error {
 	}
 	c.conn = conn
 	c.ch.conns[conn] = c
+	c.ch.steer(c.ch.sh) // before the hello goes: a second peer is to be heard
 	c.timedOut = false
 	if oc != nil {
 		// A request waits for this handshake (Dial waits with its own
@@ -291,6 +293,7 @@ func (c *Client) Close() error {
 	c.ch.sh.doWait(func(now time.Time) {
 		if c.conn != nil {
 			c.conn.Close(transport.CodeNoError, "client closing", now)
+			c.ch.steer(c.ch.sh) // the closing connection no longer counts
 		}
 	})
 	c.failRequests()
@@ -384,6 +387,7 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 		c.setReady()
 	case transport.EventClosed:
 		delete(ch.conns, ev.Conn)
+		ch.steer(sh)
 		if ev.Conn != c.conn {
 			return // an earlier connection of a client that dialled again
 		}
@@ -400,6 +404,37 @@ func (ch *clientHost) onEvent(sh *shard, ev transport.Event) {
 		}
 		c.failRequests()
 	}
+}
+
+// steer connects the host's socket to its one peer while every live
+// connection it has is with that peer, and leaves it unconnected otherwise
+// (dataplane.PeerConnector, HostConfig.connectPeer): sends to the peer
+// then skip the kernel's route lookup. A closing connection does not
+// count (it lingers for three PTOs, up to seconds, and what its peer still
+// sends it is of no use). On the shard goroutine, in a turn.
+func (ch *clientHost) steer(sh *shard) {
+	e := sh.h.engine()
+	if e == nil {
+		return
+	}
+	pc, ok := e.Conn(sh.idx).(dataplane.PeerConnector)
+	if !ok {
+		return
+	}
+	var peer netip.AddrPort
+	for conn := range ch.conns {
+		if conn.Err() != nil {
+			continue // closing
+		}
+		switch p := conn.Peer(); {
+		case !peer.IsValid():
+			peer = p
+		case p != peer:
+			pc.ConnectPeer(netip.AddrPort{}) // on failure it disconnects before the next send elsewhere
+			return
+		}
+	}
+	pc.ConnectPeer(peer)
 }
 
 // onMessage implements events, on the shard goroutine.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mxp-dataplane/mxp/crypto"
+	"github.com/mxp-dataplane/mxp/dataplane/portable"
 	"github.com/mxp-dataplane/mxp/wire"
 )
 
@@ -357,4 +358,52 @@ func TestHandlerDeadlineIsTheCallsTimeout(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The clients' shared host keeps its socket connected to its one peer
+// while all its live connections are with that peer: connected after a
+// Dial, unconnected while a second peer is dialled too, connected to that
+// one as soon as the first client closes, and calls go through at every
+// step.
+func TestClientHostSocketFollowsItsOnePeer(t *testing.T) {
+	tm, srv := clientServer(t)
+	srv2 := tm.agent("server2", "echo")
+	srv2.HandleInline("echo", func(_ context.Context, r *Request) ([]byte, error) { return r.Body, nil })
+	start(t, srv2)
+	ch, err := sharedClientHost(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := ch.h.engine().Conn(0)
+	eventually := func(what string, want netip.AddrPort) {
+		t.Helper()
+		var got netip.AddrPort
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if got, _ = portable.ConnectedPeer(conn); got == want {
+				return
+			}
+		}
+		t.Fatalf("%s: socket connected to %v, want %v", what, got, want)
+	}
+	call := func(c *Client) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if out, err := c.Call(ctx, "echo", []byte("hi")); err != nil || string(out) != "hi" {
+			t.Fatalf("call to %v: %q, %v", c.Target().Addr, out, err)
+		}
+	}
+	c1 := dialT(t, srv.URL())
+	call(c1)
+	eventually("one client", c1.Target().Addr)
+	call(c1)
+	c2 := dialT(t, srv2.URL())
+	call(c2)
+	eventually("two peers", netip.AddrPort{})
+	call(c1)
+	c1.Close() // its connection lingers, closing, for three PTOs, but counts no more
+	if got, _ := portable.ConnectedPeer(conn); got != c2.Target().Addr {
+		t.Fatalf("right after the first client closed: socket connected to %v, want %v", got, c2.Target().Addr)
+	}
+	call(c2)
 }

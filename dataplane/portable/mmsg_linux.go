@@ -9,6 +9,7 @@ package portable
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os"
 	"unsafe"
@@ -301,9 +302,6 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 	case len(pkts) < t.want/4:
 		t.want = max(t.want/2, min(minTxWant, len(t.hdrs)))
 	}
-	if err := c.trackPeers(pkts); err != nil {
-		return 0, err
-	}
 	m, dropped := c.buildMessages(pkts)
 	t := &c.tx
 	sent, bytes, gsoSends := 0, 0, 0
@@ -353,9 +351,6 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 		}
 	}
 	c.account(sent, bytes, gsoSends, dropped)
-	if sent > 0 {
-		c.connectPeer()
-	}
 	return sent, nil
 }
 
@@ -404,7 +399,7 @@ func (c *shardConn) buildMessages(pkts []dataplane.Packet) (m, dropped int) {
 	t := &c.tx
 	for i := 0; i < len(pkts); {
 		namelen, ok := uint32(0), true
-		if !c.peer.connected || pkts[i].Addr != c.peer.only {
+		if pkts[i].Addr != c.peer.peer || !c.peer.peer.IsValid() {
 			namelen, ok = udpsock.PutName(t.names[m][:], pkts[i].Addr, c.v6)
 		}
 		if !ok || len(pkts[i].Buf) > c.maxDgram {
@@ -443,56 +438,45 @@ func (c *shardConn) buildMessages(pkts []dataplane.Packet) (m, dropped int) {
 	return m, dropped
 }
 
-// peerState is Config.ConnectPeer's: the one destination a shard has sent
-// to, and whether its socket is connected to it (a message to it then
-// carries no address, and the kernel keeps the route: ~0.15 µs less per
-// send on loopback here).
+// peerState is Config.ConnectPeer's: whether the socket may be connected,
+// and the peer it is connected to (a message to it then carries no
+// address, and the kernel keeps the route: ~0.15 µs less per send on
+// loopback here). A datagram to another peer goes out addressed, as Linux
+// allows on a connected UDP socket; that peer is not heard until the
+// handler says so.
 type peerState struct {
-	may       bool           // Config.ConnectPeer, with one shard
-	only      netip.AddrPort // the one destination so far (zero: none yet)
-	many      bool           // sent to more than one: stays unconnected
-	connected bool           // the socket is connected to only
+	may  bool           // Config.ConnectPeer, with one shard
+	peer netip.AddrPort // connected to (zero: not connected)
 }
 
-// trackPeers notes the destinations of pkts before they go: the socket
-// disconnects before its first datagram to a second peer, so that peer's
-// answers are taken (a connected socket takes datagrams from its peer
-// only), and stays so.
-func (c *shardConn) trackPeers(pkts []dataplane.Packet) error {
+// ConnectPeer (dataplane.PeerConnector) connects the socket to peer, or
+// with the zero AddrPort leaves it unconnected; a shard opened without
+// Config.ConnectPeer (or with several shards) ignores it.
+func (c *shardConn) ConnectPeer(peer netip.AddrPort) error {
 	p := &c.peer
-	if !p.may || p.many {
+	switch {
+	case !p.may || peer == p.peer:
 		return nil
+	case !peer.IsValid():
+		return c.disconnect()
 	}
-	for i := range pkts {
-		switch a := pkts[i].Addr; {
-		case !p.only.IsValid():
-			p.only = a
-		case a != p.only:
-			p.many = true
-			if p.connected {
-				if err := disconnect(c.fd); err != nil {
-					return err // it could not hear the new peer: say so rather than lose its answers
-				}
-				p.connected = false
-			}
-			return nil
-		}
+	if err := unix.Connect(c.fd, udpsock.Sockaddr(peer, c.v6)); err != nil {
+		c.disconnect() // what a failed connect leaves is not worth keeping
+		return fmt.Errorf("portable: connect %v: %w", peer, err)
 	}
+	p.peer = peer
 	return nil
 }
 
-// connectPeer connects the socket to the one peer it has sent to so far,
-// after a send, if it may and has not.
-func (c *shardConn) connectPeer() {
-	p := &c.peer
-	if !p.may || p.many || p.connected || !p.only.IsValid() {
-		return
+func (c *shardConn) disconnect() error {
+	if !c.peer.peer.IsValid() {
+		return nil
 	}
-	if err := unix.Connect(c.fd, udpsock.Sockaddr(p.only, c.v6)); err != nil {
-		p.many = true // an address it cannot connect to: stay as it is
-		return
+	if err := disconnect(c.fd); err != nil {
+		return err
 	}
-	p.connected = true
+	c.peer.peer = netip.AddrPort{}
+	return nil
 }
 
 // disconnect dissolves the socket's association with a peer: a connect to

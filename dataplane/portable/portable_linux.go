@@ -129,6 +129,20 @@ type shardConn struct {
 
 func (c *shardConn) Stats() dataplane.Stats { return c.stats.Snapshot() }
 
+// ConnectedPeer reports the peer the socket of a ShardConn opened by this
+// backend is connected to (Config.ConnectPeer), as the kernel has it.
+func ConnectedPeer(c dataplane.ShardConn) (netip.AddrPort, bool) {
+	sc, ok := c.(*shardConn)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	sa, err := unix.Getpeername(sc.fd)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return udpsock.AddrPortOf(sa), true
+}
+
 // FeaturesOf reports what the kernel offered a ShardConn opened by this backend.
 func FeaturesOf(c dataplane.ShardConn) (Features, bool) {
 	sc, ok := c.(*shardConn)

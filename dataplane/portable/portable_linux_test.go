@@ -395,18 +395,13 @@ func TestLoneDatagrams(t *testing.T) {
 	}
 }
 
-// With ConnectPeer a lone shard that has sent to one peer connects its
-// socket to it (and addresses its datagrams no more), disconnects before
-// its first datagram to a second peer, keeps its port throughout, and
-// hears both peers' answers; without it, it never connects.
+// With ConnectPeer a lone shard's socket connects to the peer its handler
+// names (PeerConnector), after which its datagrams to that peer go
+// unaddressed; a datagram to another peer still goes, addressed, but that
+// peer is heard only once the handler disconnects the socket; the port
+// stays throughout; without ConnectPeer it never connects.
 func TestConnectPeer(t *testing.T) {
-	peerOf := func(c dataplane.ShardConn) (netip.AddrPort, bool) {
-		sa, err := unix.Getpeername(c.(*shardConn).fd)
-		if err != nil {
-			return netip.AddrPort{}, false
-		}
-		return udpsock.AddrPortOf(sa), true
-	}
+	peerOf := ConnectedPeer
 	listen := func() (*net.UDPConn, netip.AddrPort) {
 		p, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -471,27 +466,62 @@ func TestConnectPeer(t *testing.T) {
 				t.Fatalf("no answer from %v", from)
 			}
 
+			connectTo := func(p netip.AddrPort) {
+				t.Helper()
+				if err := c.(dataplane.PeerConnector).ConnectPeer(p); err != nil {
+					t.Fatal(err)
+				}
+				if got, ok := peerOf(c); ok != p.IsValid() || ok && got != p {
+					t.Fatalf("ConnectPeer(%v): connected to %v (%v)", p, got, ok)
+				}
+			}
 			a, aAddr := listen()
 			send(aAddr, 1)
 			expect(a, 1)
 			answer(aAddr, 1)
-			if p, ok := peerOf(c); !ok || p != aAddr {
-				t.Fatalf("after sending to one peer: connected to %v (%v), want %v", p, ok, aAddr)
+			if p, ok := peerOf(c); ok {
+				t.Fatalf("connected to %v before the handler asked", p)
 			}
-			send(aAddr, 2) // addressed to the connected peer: no address in the call
+			connectTo(aAddr)
+			send(aAddr, 2) // to the connected peer: no address in the call
 			expect(a, 2)
 			answer(aAddr, 2)
 
+			// Another peer, while connected: the datagram goes, addressed,
+			// but its answer is not heard until the handler disconnects.
 			b, bAddr := listen()
 			send(bAddr, 3)
-			if p, ok := peerOf(c); ok {
-				t.Fatalf("after sending to a second peer: still connected to %v", p)
+			if p, ok := peerOf(c); !ok || p != aAddr {
+				t.Fatalf("after sending to a second peer: connected to %v (%v), want %v still", p, ok, aAddr)
 			}
 			expect(b, 3)
+			quiet := time.Now().Add(30 * time.Millisecond)
+			for time.Now().Before(quiet) {
+				c.Wait(quiet, time.Time{})
+				if n, _ := c.Recv(rx); n > 0 {
+					t.Fatalf("heard %v from %v while connected to %v", rx[0].Buf, rx[0].Addr, aAddr)
+				}
+			}
+			connectTo(netip.AddrPort{})
+			if _, err := b.WriteToUDPAddrPort([]byte{103}, to); err != nil {
+				t.Fatal(err)
+			}
 			answer(bAddr, 3)
 			send(aAddr, 4)
 			expect(a, 4)
 			answer(aAddr, 4)
+			connectTo(bAddr) // from no peer to one
+			send(bAddr, 5)
+			expect(b, 5)
+			answer(bAddr, 5)
+			connectTo(aAddr) // from one peer straight to another
+			send(aAddr, 6)
+			expect(a, 6)
+			answer(aAddr, 6)
+			connectTo(netip.AddrPort{})
+			send(bAddr, 7)
+			expect(b, 7)
+			answer(bAddr, 7)
 			if c.LocalAddr().Port() != port {
 				t.Fatalf("port %d, was %d", c.LocalAddr().Port(), port)
 			}
@@ -506,10 +536,9 @@ func TestConnectPeer(t *testing.T) {
 	}
 	// Without ConnectPeer: never connected.
 	c := dptest.OpenOne(t, &Backend{}, dataplane.Config{})
-	tx := make([]dataplane.Packet, 8)
-	c.TxBuffers(tx)
-	tx[0].Buf, tx[0].Addr = append(tx[0].Buf[:0], 1), netip.AddrPortFrom(loopback4, 9)
-	c.Send(tx[:1])
+	if err := c.(dataplane.PeerConnector).ConnectPeer(netip.AddrPortFrom(loopback4, 9)); err != nil {
+		t.Fatal(err)
+	}
 	if p, ok := peerOf(c); ok {
 		t.Fatalf("connected to %v without ConnectPeer", p)
 	}

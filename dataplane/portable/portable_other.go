@@ -2,7 +2,11 @@
 
 package portable
 
-import "github.com/mxp-dataplane/mxp/dataplane"
+import (
+	"net/netip"
+
+	"github.com/mxp-dataplane/mxp/dataplane"
+)
 
 // Probe reports that the portable backend runs on Linux only.
 func Probe(dataplane.Config) (dataplane.Backend, error) {
@@ -11,3 +15,6 @@ func Probe(dataplane.Config) (dataplane.Backend, error) {
 
 // FeaturesOf reports nothing: no ShardConn opens off Linux.
 func FeaturesOf(dataplane.ShardConn) (Features, bool) { return Features{}, false }
+
+// ConnectedPeer reports nothing: no ShardConn opens off Linux.
+func ConnectedPeer(dataplane.ShardConn) (netip.AddrPort, bool) { return netip.AddrPort{}, false }
