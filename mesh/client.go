@@ -430,7 +430,7 @@ func (ch *clientHost) steer(sh *shard) {
 		case !peer.IsValid():
 			peer = p
 		case p != peer:
-			pc.ConnectPeer(netip.AddrPort{}) // on failure it disconnects before the next send elsewhere
+			pc.ConnectPeer(netip.AddrPort{}) // fails only on a closed socket
 			return
 		}
 	}

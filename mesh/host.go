@@ -83,8 +83,9 @@ type shard struct {
 	// of them it kept on the shard's turn (inline calls, replies to the
 	// goroutine in await): Receive yields only for the others.
 	handed, kept int
-	// now is the time of the turn in progress (Receive's or Transmit's):
-	// what runs on the shard in a turn reads it instead of the clock.
+	// now is the time of the shard's latest turn (set by Receive and
+	// Transmit): what runs on the shard in a turn reads it (clock) instead
+	// of the clock.
 	now     time.Time
 	queued  atomic.Uint64 // commands queued so far (Receive yields while it grows)
 	mu      sync.Mutex
@@ -470,7 +471,8 @@ func (sh *shard) drainEvents() (any bool) {
 }
 
 // Receive implements dataplane.Handler.
-// clock is the time of the turn in progress, or the clock's outside one.
+// clock is the time of the shard's turn, for code that runs in one (an
+// inbound message, a command); before the first turn, the clock's.
 func (sh *shard) clock() time.Time {
 	if sh.now.IsZero() {
 		return time.Now()
