@@ -410,7 +410,7 @@ func TestConnectPeer(t *testing.T) {
 		t.Cleanup(func() { p.Close() })
 		return p, p.LocalAddr().(*net.UDPAddr).AddrPort()
 	}
-	for _, bind := range []netip.Addr{netip.IPv4Unspecified(), loopback4} {
+	for _, bind := range []netip.Addr{netip.IPv4Unspecified(), loopback4, netip.IPv6Unspecified()} { // [::]: dual-stack, IPv4 peers v4-mapped
 		t.Run(bind.String(), func(t *testing.T) {
 			conns, err := (&Backend{}).Open(dataplane.Config{Addr: netip.AddrPortFrom(bind, 0), ConnectPeer: true})
 			if err != nil {
