@@ -100,6 +100,10 @@ type Conn struct {
 	hsSent    int               // initiator: hellos sent so far
 	replyDue  bool              // responder: the reply is due (again)
 	replySent bool              // responder: the reply went out once (repeats count against the amplification limit)
+	// hsSentAt is when the hello (initiator) or the reply (responder) went
+	// out, for the handshake's RTT sample; zero once it went out again
+	// (which answer belongs to which is then unknown: Karn's rule).
+	hsSentAt time.Time
 
 	resetToken     [resetTokenLen]byte // initiator: the responder's stateless reset token
 	haveResetToken bool
@@ -637,6 +641,15 @@ func (c *Conn) established(now time.Time) {
 	}
 	c.state = stateEstablished
 	c.hs, c.hsPkt, c.hsNext = nil, nil, time.Time{}
+	// The handshake's round trip is the first RTT sample (the peer's
+	// handshake work included, as QUIC's Initial samples include the
+	// server's): without it PTO, and so the first requests' loss recovery
+	// and a closing connection's three-PTO linger, rest on InitialRTT (a
+	// closed connection lingered ~1 s on loopback).
+	if !c.hsSentAt.IsZero() && !c.haveRTT {
+		c.updateRTT(now.Sub(c.hsSentAt), 0)
+	}
+	c.hsSentAt = time.Time{}
 	// Nothing here needs a packet of its own: the initiator's first
 	// request usually follows its Finish at once, and takes its window
 	// along; the answer takes the responder's (one datagram and one ACK
@@ -1302,6 +1315,10 @@ func (c *Conn) transmitHandshake(buf []byte, now time.Time) []byte {
 			return nil
 		}
 		c.hsSent = c.hsTries
+		c.hsSentAt = time.Time{}
+		if c.hsTries == 1 {
+			c.hsSentAt = now
+		}
 		pkt, err := c.hs.Hello(now)
 		if err != nil {
 			c.closeErr = err
@@ -1317,10 +1334,12 @@ func (c *Conn) transmitHandshake(buf []byte, now time.Time) []byte {
 		return nil
 	}
 	c.replyDue = false
+	c.hsSentAt = now
 	if c.replySent {
 		if err := c.session.Amplification().TrySend(len(c.hsPkt)); err != nil {
 			return nil
 		}
+		c.hsSentAt = time.Time{}
 	}
 	c.replySent = true
 	return append(buf[:0], c.hsPkt...)

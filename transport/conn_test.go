@@ -459,3 +459,52 @@ func TestHasEventsMatchesPollEvent(t *testing.T) {
 		}
 	}
 }
+
+// The handshake's round trip is each side's first RTT sample, so PTO and a
+// closing connection's three-PTO linger do not rest on InitialRTT; a hello
+// sent twice gives no sample (Karn's rule: which answer is whose is not
+// known).
+func TestHandshakeGivesTheFirstRTTSample(t *testing.T) {
+	p := newPair(t, nil) // its clock moves 1 µs per exchange
+	for _, c := range []*Conn{p.ca, p.cb} {
+		if !c.haveRTT || c.rtt.Smoothed <= 0 || c.rtt.Smoothed > time.Millisecond {
+			t.Fatalf("initiator %v: RTT after the handshake %+v (have %v), want a sample of µs", c.initiator, c.rtt, c.haveRTT)
+		}
+	}
+	start := p.now
+	p.ca.Close(CodeNoError, "bye", p.now)
+	closed := time.Duration(-1)
+	for i := 0; i < 2000 && closed < 0; i++ {
+		p.now = p.now.Add(time.Millisecond)
+		p.a.Transmit(p.out, p.now)
+		for ev, ok := p.a.PollEvent(); ok; ev, ok = p.a.PollEvent() {
+			if ev.Kind == EventClosed && ev.Conn == p.ca {
+				closed = p.now.Sub(start)
+			}
+		}
+	}
+	if want := 3 * p.ca.pto(); closed < 0 || closed > want+time.Millisecond {
+		t.Fatalf("closed after %v, want three PTOs (%v)", closed, want)
+	}
+
+	// The first hello is lost; the second, sent after InitialRTT*3, is
+	// answered: the initiator takes no sample from it.
+	q := newPair(t, nil)
+	c, err := q.a.Dial(q.bAddr, q.b.cfg.Crypto.Identity.Public, q.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := q.a.Transmit(q.out, q.now); n != 1 {
+		t.Fatalf("%d packets for the hello", n)
+	}
+	q.now = q.now.Add(c.cfg.InitialRTT*3 + time.Millisecond)
+	for i := 0; i < 10 && !c.Established(); i++ {
+		q.pump()
+	}
+	if !c.Established() {
+		t.Fatal("no handshake after the hello was sent again")
+	}
+	if c.haveRTT {
+		t.Fatalf("initiator took an RTT sample (%+v) from a hello it sent twice", c.rtt)
+	}
+}
