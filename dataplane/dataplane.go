@@ -250,6 +250,36 @@ type Counters struct {
 	Wakeups                                             atomic.Uint64
 }
 
+// AddRx adds a receive's figures, skipping the zeros: each add is a
+// locked instruction (~10-20 ns here), and most receives split and drop
+// nothing.
+func (c *Counters) AddRx(packets, bytes, groSplits, dropped int) {
+	if packets > 0 {
+		c.RxPackets.Add(uint64(packets))
+		c.RxBytes.Add(uint64(bytes))
+	}
+	if groSplits > 0 {
+		c.RxGROSplits.Add(uint64(groSplits))
+	}
+	if dropped > 0 {
+		c.RxDropped.Add(uint64(dropped))
+	}
+}
+
+// AddTx adds a send's figures, skipping the zeros (as AddRx).
+func (c *Counters) AddTx(packets, bytes, gsoSends, dropped int) {
+	if packets > 0 {
+		c.TxPackets.Add(uint64(packets))
+		c.TxBytes.Add(uint64(bytes))
+	}
+	if gsoSends > 0 {
+		c.TxGSOSends.Add(uint64(gsoSends))
+	}
+	if dropped > 0 {
+		c.TxDropped.Add(uint64(dropped))
+	}
+}
+
 // Snapshot reads the counters.
 func (c *Counters) Snapshot() Stats {
 	return Stats{

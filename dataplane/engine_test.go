@@ -329,3 +329,16 @@ func TestStatsAddSub(t *testing.T) {
 		}
 	}
 }
+
+// AddRx and AddTx add each figure to its own counter (zeros change nothing).
+func TestCountersAddRxTx(t *testing.T) {
+	var c Counters
+	c.AddRx(3, 300, 1, 2)
+	c.AddRx(0, 0, 0, 0)
+	c.AddTx(4, 400, 2, 1)
+	c.AddTx(1, 100, 0, 0)
+	want := Stats{RxPackets: 3, RxBytes: 300, RxGROSplits: 1, RxDropped: 2, TxPackets: 5, TxBytes: 500, TxGSOSends: 2, TxDropped: 1}
+	if got := c.Snapshot(); got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}

@@ -120,16 +120,7 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 		}
 		r.nextMessage(c)
 	}
-	if k > 0 {
-		c.stats.RxPackets.Add(uint64(k))
-		c.stats.RxBytes.Add(uint64(bytes))
-	}
-	if splits > 0 {
-		c.stats.RxGROSplits.Add(uint64(splits))
-	}
-	if dropped > 0 {
-		c.stats.RxDropped.Add(uint64(dropped))
-	}
+	c.stats.AddRx(k, bytes, splits, dropped)
 	return k, nil
 }
 
@@ -337,12 +328,12 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 			// The device cannot segment: turn GSO off for this socket and
 			// send the rest one datagram per message.
 			c.gso = false
-			c.account(sent, bytes, gsoSends, dropped)
+			c.stats.AddTx(sent, bytes, gsoSends, dropped)
 			n, err := c.Send(pkts[sp.start:])
 			return sent + n, err
 		case unix.EBADF, unix.ENOTSOCK, unix.EFAULT:
 			dropped += t.spans[m-1].end - t.spans[done].start
-			c.account(sent, bytes, gsoSends, dropped)
+			c.stats.AddTx(sent, bytes, gsoSends, dropped)
 			return sent, os.NewSyscallError("sendmmsg", errno)
 		default:
 			// The first message was refused (EMSGSIZE, ENETUNREACH, ...): drop it.
@@ -350,7 +341,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 			done++
 		}
 	}
-	c.account(sent, bytes, gsoSends, dropped)
+	c.stats.AddTx(sent, bytes, gsoSends, dropped)
 	return sent, nil
 }
 
@@ -374,22 +365,6 @@ func (t *txState) send(fd, done, m int) (int, unix.Errno) {
 	}
 	r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&t.hdrs[done])), uintptr(m-done), 0, 0, 0)
 	return int(r), errno
-}
-
-// account adds a Send's figures to the shard's counters, skipping the
-// zeros: each add is a locked instruction (~10-20 ns here), and a lone
-// datagram has no GSO send and, usually, no drop.
-func (c *shardConn) account(sent, bytes, gsoSends, dropped int) {
-	if sent > 0 {
-		c.stats.TxPackets.Add(uint64(sent))
-		c.stats.TxBytes.Add(uint64(bytes))
-	}
-	if gsoSends > 0 {
-		c.stats.TxGSOSends.Add(uint64(gsoSends))
-	}
-	if dropped > 0 {
-		c.stats.TxDropped.Add(uint64(dropped))
-	}
 }
 
 // buildMessages fills the msghdrs for pkts and returns how many, and how many

@@ -303,15 +303,8 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	r.br.Publish() // buffers recycled as dropped
 	if k > 0 {
 		c.stats.RxCalls.Add(1)
-		c.stats.RxPackets.Add(uint64(k))
-		c.stats.RxBytes.Add(uint64(bytes))
 	}
-	if splits > 0 {
-		c.stats.RxGROSplits.Add(uint64(splits))
-	}
-	if dropped > 0 {
-		c.stats.RxDropped.Add(uint64(dropped))
-	}
+	c.stats.AddRx(k, bytes, splits, dropped)
 	return k, nil
 }
 

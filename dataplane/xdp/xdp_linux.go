@@ -754,12 +754,8 @@ func (c *shardConn) Recv(pkts []dataplane.Packet) (int, error) {
 	if c.needWakeup && c.fill.needWakeup() {
 		unix.Recvfrom(c.fd, nil, unix.MSG_DONTWAIT) // wake the driver to use the fill ring
 	}
-	if n > 0 {
-		c.stats.RxPackets.Add(uint64(n))
-		c.stats.RxBytes.Add(uint64(bytes))
-	}
+	c.stats.AddRx(n, bytes, 0, dropped)
 	if dropped > 0 {
-		c.stats.RxDropped.Add(uint64(dropped))
 		c.refill()
 	}
 	return n, nil
@@ -928,13 +924,7 @@ func (c *shardConn) Send(pkts []dataplane.Packet) (int, error) {
 			c.kick()
 		}
 	}
-	if sent > 0 {
-		c.stats.TxPackets.Add(uint64(sent))
-		c.stats.TxBytes.Add(uint64(bytes))
-	}
-	if dropped > 0 {
-		c.stats.TxDropped.Add(uint64(dropped))
-	}
+	c.stats.AddTx(sent, bytes, 0, dropped)
 	return sent, nil
 }
 
