@@ -1334,12 +1334,13 @@ func (c *Conn) transmitHandshake(buf []byte, now time.Time) []byte {
 		return nil
 	}
 	c.replyDue = false
-	c.hsSentAt = now
 	if c.replySent {
+		c.hsSentAt = time.Time{} // asked for again: no sample (Karn's rule), sent or not
 		if err := c.session.Amplification().TrySend(len(c.hsPkt)); err != nil {
 			return nil
 		}
-		c.hsSentAt = time.Time{}
+	} else {
+		c.hsSentAt = now
 	}
 	c.replySent = true
 	return append(buf[:0], c.hsPkt...)

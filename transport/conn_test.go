@@ -507,4 +507,30 @@ func TestHandshakeGivesTheFirstRTTSample(t *testing.T) {
 	if c.haveRTT {
 		t.Fatalf("initiator took an RTT sample (%+v) from a hello it sent twice", c.rtt)
 	}
+
+	// The responder hears the hello twice and answers twice: it takes no
+	// sample from the Finish either.
+	r := newPair(t, nil)
+	d, err := r.a.Dial(r.bAddr, r.b.cfg.Crypto.Identity.Public, r.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.a.Transmit(r.out, r.now); n != 1 {
+		t.Fatalf("%d packets for the hello", n)
+	}
+	hello := append([]byte(nil), r.out[0].Buf...)
+	r.b.Receive(hello, r.aAddr, r.now)
+	r.b.Transmit(r.out, r.now) // the first reply, lost
+	r.now = r.now.Add(time.Millisecond)
+	r.b.Receive(hello, r.aAddr, r.now) // the hello again: the reply again
+	for i := 0; i < 10 && !(d.Established() && r.b.conns[d.cid] != nil && r.b.conns[d.cid].Established()); i++ {
+		r.pump()
+	}
+	resp := r.b.conns[d.cid]
+	if resp == nil || !resp.Established() {
+		t.Fatal("no handshake after the reply was sent again")
+	}
+	if resp.haveRTT {
+		t.Fatalf("responder took an RTT sample (%+v) from a reply it sent twice", resp.rtt)
+	}
 }
